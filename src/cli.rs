@@ -1,0 +1,50 @@
+//! The command line: `ondemand serve`, `ondemand check`, and their options.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::listen::ListenAddr;
+
+/// Socket-activated launcher and router for many mostly-idle web apps.
+///
+/// systemd (ondemand.socket) or xinetd (wait = yes) holds the listening socket and starts
+/// `ondemand serve` on the first connection; it routes each request by Host and path to its app and
+/// exits when idle, so nothing stays resident while no one is using the apps.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ondemand",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP on the sockets from systemd or xinetd (or --listen) until idle.
+    Serve(ServeArgs),
+    /// Validate the configuration and print the route table.
+    Check(ConfigArg),
+}
+
+/// `--config`, shared by every command.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The configuration file [default: /etc/ondemand/ondemand.toml]
+    #[arg(long, short = 'c', env = "ONDEMAND_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Also listen on ADDR (HOST:PORT or unix:/path); repeatable. For runs by hand: under systemd
+    /// or xinetd the supervisor's sockets are used.
+    #[arg(long, short = 'l', value_name = "ADDR")]
+    pub listen: Vec<ListenAddr>,
+}

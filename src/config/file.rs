@@ -1,0 +1,164 @@
+//! The serde mirror of `ondemand.toml`: exactly what a user may write, nothing validated beyond
+//! the shape of each value. Every table denies unknown keys, and the fields that later checks
+//! must point at keep their byte span (`Spanned`) so errors can name line and column.
+//!
+//! `validate.rs` turns this into the checked [`crate::config::Config`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default, rename = "app")]
+    pub apps: Vec<Spanned<AppFile>>,
+}
+
+/// `[server]`: launcher-wide settings. Every key is optional; defaults live in `validate.rs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub idle_timeout: Option<IdleTimeout>,
+    pub drain_timeout: Option<HumanDuration>,
+    pub first_request_timeout: Option<HumanDuration>,
+    pub header_read_timeout: Option<HumanDuration>,
+    pub keepalive_timeout: Option<HumanDuration>,
+    pub max_connections: Option<Spanned<usize>>,
+    pub max_header_size: Option<Spanned<ByteSize>>,
+    pub max_headers: Option<Spanned<usize>>,
+    pub log: Option<Spanned<String>>,
+    pub log_level: Option<Spanned<String>>,
+}
+
+/// One `[[app]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppFile {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub host: Option<Spanned<OneOrMany>>,
+    pub path: Option<Spanned<String>>,
+    pub respond: Option<Spanned<RespondFile>>,
+}
+
+/// `respond = { status, body, content_type, headers }`: a fixed response.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondFile {
+    pub status: Option<Spanned<u16>>,
+    pub body: Option<String>,
+    pub content_type: Option<Spanned<String>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
+}
+
+/// A duration in humantime form: "500ms", "30s", "5m", "1h 30m".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(de::Error::custom)
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| {
+        format!("invalid duration {text:?}: {e} (write it like \"500ms\", \"30s\" or \"5m\")")
+    })
+}
+
+/// `idle_timeout`: a duration, or "never" to keep the launcher running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleTimeout {
+    After(Duration),
+    Never,
+}
+
+impl<'de> Deserialize<'de> for IdleTimeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().eq_ignore_ascii_case("never") {
+            return Ok(IdleTimeout::Never);
+        }
+        match parse_duration(&text) {
+            Ok(d) if d.is_zero() => Err(de::Error::custom(
+                "idle_timeout must be longer than 0 (use \"never\" to disable idle exit)",
+            )),
+            Ok(d) => Ok(IdleTimeout::After(d)),
+            Err(e) => Err(de::Error::custom(format!("{e}, or \"never\""))),
+        }
+    }
+}
+
+/// A size in bytes: an integer, or a string with a unit ("16KiB", "10MB", "1GiB").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size in bytes, like 16384 or \"16KiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                v.parse::<bytesize::ByteSize>()
+                    .map(|b| ByteSize(b.as_u64()))
+                    .map_err(|e| {
+                        E::custom(format!(
+                            "invalid size {v:?}: {e} (write it like \"16KiB\" or \"10MB\")"
+                        ))
+                    })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// A string or an array of strings (`host = "a.example"` or `host = ["a.example", "*.b"]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a host name or an array of host names")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut all = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    all.push(item);
+                }
+                Ok(OneOrMany(all))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}

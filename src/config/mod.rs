@@ -1,0 +1,188 @@
+//! Configuration: where the file is, how it is read, and the checked [`Config`] the server runs on.
+//!
+//! Loading is two-stage: `file.rs` mirrors the TOML with serde (unknown keys are errors), then
+//! `validate.rs` checks what serde cannot (unique names, unique routes, valid hosts, paths and
+//! headers) and builds the route table. Every error names the file, line and column.
+
+mod file;
+pub use file::RespondFile;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::handlers::respond::Respond;
+use crate::routing::{HostPattern, Router};
+
+pub use validate::validate;
+
+/// Where the config is read from when neither `--config` nor `ONDEMAND_CONFIG` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/ondemand/ondemand.toml";
+
+/// A checked configuration, ready to serve.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from (for messages and reloads).
+    pub path: PathBuf,
+    pub server: ServerSettings,
+    pub apps: Vec<Arc<App>>,
+    pub router: Router,
+}
+
+/// `[server]` with defaults applied.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Exit after no activity for this long; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// On exit, how long in-flight work may take to finish.
+    pub drain_timeout: Duration,
+    /// How long a new connection may take to send its first complete request head.
+    pub first_request_timeout: Duration,
+    /// How long a started request head may take to complete (slowloris bound) → 408.
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open.
+    pub keepalive_timeout: Duration,
+    /// Connections served at once; further ones wait in the kernel's listen queue.
+    pub max_connections: usize,
+    /// Largest request head in bytes → 431 beyond it.
+    pub max_header_size: usize,
+    /// Most header fields in one request → 431 beyond it.
+    pub max_headers: usize,
+    pub log: LogTarget,
+    /// A tracing filter such as "info" or "info,ondemand=debug".
+    pub log_level: String,
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// syslog when started by xinetd (stderr is the socket there), stderr otherwise.
+    Auto,
+    Stderr,
+    Syslog,
+    File(PathBuf),
+}
+
+/// One `[[app]]`.
+#[derive(Debug)]
+pub struct App {
+    pub name: String,
+    /// Empty: the app answers for any host (within the no-host group).
+    pub hosts: Vec<HostPattern>,
+    /// Normalized path prefix, without trailing slash (except "/").
+    pub path: String,
+    pub handler: Handler,
+}
+
+/// What answers an app's requests: exactly one per app.
+#[derive(Debug)]
+pub enum Handler {
+    Respond(Respond),
+}
+
+impl Handler {
+    /// The handler's kind as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Handler::Respond(_) => "respond",
+        }
+    }
+}
+
+/// A configuration that could not be loaded. Display gives `file:line:column: message`.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => write!(
+                f,
+                "cannot read the configuration {}: {source} (choose another file with --config or ONDEMAND_CONFIG)",
+                path.display()
+            ),
+            ConfigError::Invalid { path, line, column, message } => {
+                write!(f, "{}:{line}:{column}: {message}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A message tied to a byte range of the source; turned into a [`ConfigError`] with line/column.
+#[derive(Debug)]
+pub struct Located {
+    pub span: std::ops::Range<usize>,
+    pub message: String,
+}
+
+impl Located {
+    pub fn new(span: std::ops::Range<usize>, message: impl Into<String>) -> Self {
+        Located {
+            span,
+            message: message.into(),
+        }
+    }
+
+    fn into_error(self, path: &Path, source: &str) -> ConfigError {
+        let (line, column) = line_column(source, self.span.start);
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: self.message,
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `source`.
+fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+/// The config path: `--config`, else `ONDEMAND_CONFIG` (clap reads both), else the default.
+pub fn resolve_path(explicit: Option<&Path>) -> PathBuf {
+    explicit.map_or_else(|| PathBuf::from(DEFAULT_PATH), Path::to_path_buf)
+}
+
+/// Reads and checks the configuration at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &source)
+}
+
+/// Parses and checks `source` as if read from `path`.
+pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
+    let file: file::FileConfig = toml::from_str(source).map_err(|e| {
+        Located::new(e.span().unwrap_or(0..0), e.message().trim_end().to_string())
+            .into_error(path, source)
+    })?;
+    validate(path, file).map_err(|e| e.into_error(path, source))
+}
+
+#[cfg(test)]
+mod tests;

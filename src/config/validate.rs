@@ -1,0 +1,240 @@
+//! From the serde mirror to a checked [`Config`]: defaults applied, names and routes unique, host
+//! patterns and path prefixes valid, handler settings built. Errors carry the span of the value
+//! they are about.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::file::{AppFile, FileConfig, IdleTimeout, ServerFile};
+use super::{App, Config, Handler, Located, LogTarget, ServerSettings};
+use crate::handlers::respond::Respond;
+use crate::routing::{path, HostPattern, Router};
+
+/// Checks `file` (read from `path`) and builds the [`Config`].
+pub fn validate(path: &Path, file: FileConfig) -> Result<Config, Located> {
+    let server = server_settings(file.server)?;
+    let mut apps = Vec::with_capacity(file.apps.len());
+    let mut router = Router::default();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for spanned in file.apps {
+        let span = spanned.span();
+        let app = app(spanned.into_inner(), span.clone(), &mut names, apps.len())?;
+        add_routes(&mut router, &app, &apps, span)?;
+        apps.push(Arc::new(app));
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        server,
+        apps,
+        router,
+    })
+}
+
+fn server_settings(s: ServerFile) -> Result<ServerSettings, Located> {
+    let duration = |d: Option<super::file::HumanDuration>, default: u64| {
+        d.map_or(Duration::from_secs(default), |d| d.0)
+    };
+    let max_header_size = match s.max_header_size {
+        Some(size) if size.get_ref().0 < 8192 => {
+            return Err(Located::new(
+                size.span(),
+                "max_header_size must be at least 8KiB (8192 bytes)",
+            ))
+        }
+        Some(size) => usize::try_from(size.get_ref().0).unwrap_or(usize::MAX),
+        None => 32 * 1024,
+    };
+    Ok(ServerSettings {
+        idle_timeout: match s.idle_timeout {
+            None => Some(Duration::from_secs(30)),
+            Some(IdleTimeout::After(d)) => Some(d),
+            Some(IdleTimeout::Never) => None,
+        },
+        drain_timeout: duration(s.drain_timeout, 10),
+        first_request_timeout: duration(s.first_request_timeout, 10),
+        header_read_timeout: duration(s.header_read_timeout, 10),
+        keepalive_timeout: duration(s.keepalive_timeout, 5),
+        max_connections: positive(s.max_connections, "max_connections", 1024)?,
+        max_header_size,
+        max_headers: positive(s.max_headers, "max_headers", 100)?,
+        log: s
+            .log
+            .map(log_target)
+            .transpose()?
+            .unwrap_or(LogTarget::Auto),
+        log_level: log_level(s.log_level)?,
+    })
+}
+
+fn positive(value: Option<Spanned<usize>>, key: &str, default: usize) -> Result<usize, Located> {
+    match value {
+        None => Ok(default),
+        Some(v) if *v.get_ref() == 0 => {
+            Err(Located::new(v.span(), format!("{key} must be at least 1")))
+        }
+        Some(v) => Ok(v.into_inner()),
+    }
+}
+
+fn log_target(value: Spanned<String>) -> Result<LogTarget, Located> {
+    match value.get_ref().as_str() {
+        "auto" => Ok(LogTarget::Auto),
+        "stderr" => Ok(LogTarget::Stderr),
+        "syslog" => Ok(LogTarget::Syslog),
+        p if p.starts_with('/') => Ok(LogTarget::File(PathBuf::from(p))),
+        other => Err(Located::new(
+            value.span(),
+            format!(
+                "log = {other:?}: use \"auto\", \"stderr\", \"syslog\" or an absolute file path"
+            ),
+        )),
+    }
+}
+
+fn log_level(value: Option<Spanned<String>>) -> Result<String, Located> {
+    let Some(value) = value else {
+        return Ok("info".into());
+    };
+    tracing_subscriber::EnvFilter::builder()
+        .parse(value.get_ref())
+        .map_err(|e| {
+            Located::new(
+                value.span(),
+                format!(
+                    "log_level {:?}: {e} (examples: \"info\", \"debug\", \"info,ondemand=debug\")",
+                    value.get_ref()
+                ),
+            )
+        })?;
+    Ok(value.into_inner())
+}
+
+fn app(
+    file: AppFile,
+    span: std::ops::Range<usize>,
+    names: &mut HashMap<String, usize>,
+    index: usize,
+) -> Result<App, Located> {
+    let name = app_name(&file.name, names, index)?;
+    let hosts = match &file.host {
+        None => Vec::new(),
+        Some(hosts) => hosts
+            .get_ref()
+            .0
+            .iter()
+            .map(|h| {
+                HostPattern::parse(h)
+                    .map_err(|e| Located::new(hosts.span(), format!("app {name:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    if file.host.as_ref().is_some_and(|h| h.get_ref().0.is_empty()) {
+        let h = file.host.as_ref().map(|h| h.span()).unwrap_or(span.clone());
+        return Err(Located::new(
+            h,
+            format!("app {name:?}: host = [] matches nothing; omit `host` to match every host"),
+        ));
+    }
+    let path = match &file.path {
+        None => "/".to_string(),
+        Some(p) => {
+            path_prefix(p).map_err(|e| Located::new(p.span(), format!("app {name:?}: {e}")))?
+        }
+    };
+    let handler = handler(&name, file, span)?;
+    Ok(App {
+        name,
+        hosts,
+        path,
+        handler,
+    })
+}
+
+fn app_name(
+    name: &Spanned<String>,
+    names: &mut HashMap<String, usize>,
+    index: usize,
+) -> Result<String, Located> {
+    let text = name.get_ref();
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        return Err(Located::new(
+            name.span(),
+            format!("app name {text:?}: use 1 to 64 letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    if let Some(first) = names.insert(text.clone(), index) {
+        return Err(Located::new(
+            name.span(),
+            format!(
+                "app name {text:?} is already used by app #{} (names must be unique)",
+                first + 1
+            ),
+        ));
+    }
+    Ok(text.clone())
+}
+
+/// A config path prefix: normalized, no query, no trailing slash except for "/".
+fn path_prefix(p: &Spanned<String>) -> Result<String, String> {
+    let raw = p.get_ref();
+    if raw.contains(['?', '#']) {
+        return Err(format!(
+            "path {raw:?}: a path prefix cannot contain '?' or '#'"
+        ));
+    }
+    let normalized = path::normalize(raw).map_err(|e| format!("path {raw:?}: {e}"))?;
+    let trimmed = normalized.trim_end_matches('/');
+    Ok(if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    })
+}
+
+fn handler(name: &str, file: AppFile, span: std::ops::Range<usize>) -> Result<Handler, Located> {
+    match file.respond {
+        Some(respond) => Ok(Handler::Respond(Respond::from_config(name, respond)?)),
+        None => Err(Located::new(
+            span,
+            format!("app {name:?} has no handler: add exactly one of `respond = {{ ... }}`"),
+        )),
+    }
+}
+
+fn add_routes(
+    router: &mut Router,
+    app: &App,
+    earlier: &[Arc<App>],
+    span: std::ops::Range<usize>,
+) -> Result<(), Located> {
+    let index = earlier.len();
+    let hosts: Vec<Option<&HostPattern>> = if app.hosts.is_empty() {
+        vec![None]
+    } else {
+        app.hosts.iter().map(Some).collect()
+    };
+    for host in hosts {
+        if let Err(other) = router.insert(host, &app.path, index) {
+            return Err(Located::new(
+                span,
+                format!(
+                    "app {:?} has the same {} and path {:?} as app {:?}: give one of them another host or path",
+                    app.name,
+                    host.map_or_else(|| "any host".to_string(), |h| format!("host \"{h}\"")),
+                    app.path,
+                    earlier[other].name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

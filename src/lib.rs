@@ -1,0 +1,95 @@
+//! ondemand: a socket-activated launcher that routes HTTP requests to many mostly-idle apps and
+//! exits when idle, so nothing stays resident while no one uses them.
+//!
+//! # Layout
+//! - [`cli`]: the command line.
+//! - [`config`]: reading and checking `ondemand.toml` (file mirror → validated [`config::Config`]).
+//! - [`listen`]: the sockets, from systemd, xinetd or `--listen`.
+//! - [`server`]: accepting, serving HTTP/1.1 and h2c, the head deadlines, the stop sequence.
+//! - [`routing`]: Host + path → app, and request-path normalization.
+//! - [`handlers`]: what answers an app's requests (`respond`), and ondemand's own error responses.
+//! - [`idle`]: activity tracking and the idle timer.
+//! - [`notify`]: sd_notify (READY, STATUS, STOPPING, WATCHDOG).
+//! - [`shutdown`]: signals.
+//! - [`logging`]: stderr, syslog or a file, per mode.
+
+pub mod cli;
+pub mod config;
+pub mod handlers;
+pub mod idle;
+pub mod listen;
+pub mod logging;
+pub mod notify;
+pub mod routing;
+pub mod server;
+pub mod shutdown;
+
+use anyhow::{Context, Result};
+
+/// Builds the runtime and serves until idle or stopped.
+pub fn serve(
+    config: config::Config,
+    listeners: listen::Listeners,
+    log: logging::LogHandle,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ondemand")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(server::run(config, listeners, log))
+}
+
+/// Raises the soft open-files limit to the hard limit: each connection needs a descriptor, and
+/// the default soft limit (1024) is below what `max_connections` usually asks for.
+pub fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// Prints the route table of `config` for `ondemand check`.
+pub fn route_table(config: &config::Config) -> String {
+    let rows: Vec<[String; 4]> = config
+        .apps
+        .iter()
+        .map(|app| {
+            let hosts = if app.hosts.is_empty() {
+                "*".to_string()
+            } else {
+                app.hosts
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            [
+                app.name.clone(),
+                hosts,
+                app.path.clone(),
+                app.handler.kind().to_string(),
+            ]
+        })
+        .collect();
+    let header = ["APP", "HOSTS", "PATH", "HANDLER"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,172 @@
+//! Where log lines go, per mode: stderr (a terminal, or the journal under systemd), syslog (under
+//! xinetd, where fds 0-2 are the socket), or a file named in the config. The level filter comes from
+//! `log_level` (overridden by `ONDEMAND_LOG`) and is swapped on reload.
+
+use std::fs::OpenOptions;
+use std::io::{self, IsTerminal, Write};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use nix::syslog::{Facility, LogFlags, Severity};
+use tracing::{Level, Metadata};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
+
+use crate::config::LogTarget;
+use crate::listen::Origin;
+
+/// Environment variable that overrides `log_level` (same syntax).
+pub const LOG_ENV: &str = "ONDEMAND_LOG";
+
+/// Lets a reload change the level filter.
+pub struct LogHandle(reload::Handle<EnvFilter, Registry>);
+
+impl LogHandle {
+    /// Applies a new `log_level` (ignored while `ONDEMAND_LOG` is set).
+    pub fn set_level(&self, level: &str) {
+        if std::env::var_os(LOG_ENV).is_some() {
+            return;
+        }
+        if let Ok(filter) = EnvFilter::builder().parse(level) {
+            let _ = self.0.reload(filter);
+        }
+    }
+}
+
+fn filter(level: &str) -> EnvFilter {
+    std::env::var(LOG_ENV)
+        .ok()
+        .and_then(|env| EnvFilter::builder().parse(env).ok())
+        .unwrap_or_else(|| EnvFilter::builder().parse_lossy(level))
+}
+
+/// Installs the global subscriber. A log file that cannot be opened is reported and syslog (under
+/// xinetd) or stderr is used instead, so messages are never lost silently.
+pub fn init(target: &LogTarget, level: &str, origin: Origin) -> LogHandle {
+    let (filter, handle) = reload::Layer::new(filter(level));
+    let registry = tracing_subscriber::registry().with(filter);
+    let fallback = if origin == Origin::Xinetd {
+        LogTarget::Syslog
+    } else {
+        LogTarget::Stderr
+    };
+    let target = match target {
+        LogTarget::Auto => fallback.clone(),
+        other => other.clone(),
+    };
+    let mut file_error = None;
+    let fmt = tracing_subscriber::fmt::layer().with_target(false);
+    match target {
+        LogTarget::File(ref path) => match open_log_file(path) {
+            Ok(file) => registry
+                .with(fmt.with_ansi(false).with_writer(Mutex::new(file)))
+                .init(),
+            Err(e) => {
+                file_error = Some(format!("{e:#}"));
+                init_without_file(registry, &fallback);
+            }
+        },
+        ref t => init_without_file(registry, t),
+    }
+    if let Some(e) = file_error {
+        tracing::error!(
+            "{e}; logging to {} instead",
+            if fallback == LogTarget::Syslog {
+                "syslog"
+            } else {
+                "stderr"
+            }
+        );
+    }
+    LogHandle(handle)
+}
+
+fn init_without_file<S>(registry: S, target: &LogTarget)
+where
+    S: tracing::Subscriber
+        + for<'a> tracing_subscriber::registry::LookupSpan<'a>
+        + Send
+        + Sync
+        + 'static,
+{
+    let fmt = tracing_subscriber::fmt::layer().with_target(false);
+    if *target == LogTarget::Syslog {
+        let _ = nix::syslog::openlog(Some(c"ondemand"), LogFlags::LOG_PID, Facility::LOG_DAEMON);
+        registry
+            .with(fmt.without_time().with_ansi(false).with_writer(Syslog))
+            .init();
+    } else if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // The journal adds its own timestamps.
+        registry
+            .with(fmt.without_time().with_ansi(false).with_writer(io::stderr))
+            .init();
+    } else {
+        registry
+            .with(
+                fmt.with_ansi(io::stderr().is_terminal())
+                    .with_writer(io::stderr),
+            )
+            .init();
+    }
+}
+
+fn open_log_file(path: &std::path::Path) -> Result<std::fs::File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open the log file {}", path.display()))
+}
+
+/// Sends each formatted event to syslog(3) at the severity of its level.
+struct Syslog;
+
+/// One event's text, sent to syslog when the formatter is done with it.
+struct SyslogLine {
+    severity: Severity,
+    buf: Vec<u8>,
+}
+
+impl Write for SyslogLine {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SyslogLine {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.buf);
+        let text = text.trim_end().replace('\0', "\\0");
+        if !text.is_empty() {
+            let _ = nix::syslog::syslog(self.severity, text.as_str());
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for Syslog {
+    type Writer = SyslogLine;
+    fn make_writer(&'a self) -> SyslogLine {
+        SyslogLine {
+            severity: Severity::LOG_INFO,
+            buf: Vec::new(),
+        }
+    }
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> SyslogLine {
+        let severity = match *meta.level() {
+            Level::ERROR => Severity::LOG_ERR,
+            Level::WARN => Severity::LOG_WARNING,
+            Level::INFO => Severity::LOG_INFO,
+            Level::DEBUG | Level::TRACE => Severity::LOG_DEBUG,
+        };
+        SyslogLine {
+            severity,
+            buf: Vec::new(),
+        }
+    }
+}

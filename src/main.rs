@@ -1,0 +1,94 @@
+//! The `ondemand` binary: take over inherited sockets, parse the command line, dispatch, and turn
+//! errors into a message and exit code 2. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use ondemand::cli::{Cli, Command, ConfigArg, ServeArgs};
+use ondemand::listen::{self, activation, Listeners, NamedListener, Origin};
+use ondemand::{config, logging};
+
+fn main() -> ExitCode {
+    // First, while single-threaded and before anything can print: under xinetd, fds 0-2 are the
+    // listening socket and must be moved away; under systemd, LISTEN_* must be read and removed.
+    let xinetd = activation::take_xinetd_socket();
+    let under_xinetd = matches!(xinetd, Ok(Some(_)));
+    // SAFETY: no thread has been started yet.
+    let systemd = unsafe { activation::take_systemd_sockets() };
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if under_xinetd && e.use_stderr() => return fail(&format!("{e}"), true),
+        Err(e) => e.exit(),
+    };
+    match cli.command {
+        Command::Check(args) => check(&args),
+        Command::Serve(args) => {
+            let inherited = xinetd.and_then(|x| systemd.map(|s| x.into_iter().chain(s).collect()));
+            match inherited {
+                Ok(inherited) => serve(args, inherited, under_xinetd),
+                Err(e) => fail(&format!("{e:#}"), under_xinetd),
+            }
+        }
+    }
+}
+
+/// Reports an error before logging is set up (stderr, or syslog under xinetd) and exits 2.
+fn fail(message: &str, under_xinetd: bool) -> ExitCode {
+    if under_xinetd {
+        let _ = nix::syslog::openlog(
+            Some(c"ondemand"),
+            nix::syslog::LogFlags::LOG_PID,
+            nix::syslog::Facility::LOG_DAEMON,
+        );
+        let _ = nix::syslog::syslog(nix::syslog::Severity::LOG_ERR, message);
+    } else {
+        eprintln!("ondemand: error: {}", message.trim_end());
+    }
+    ExitCode::from(2)
+}
+
+fn check(args: &ConfigArg) -> ExitCode {
+    let path = config::resolve_path(args.config.as_deref());
+    match config::load(&path) {
+        Ok(config) => {
+            print!("{}", ondemand::route_table(&config));
+            println!("{}: OK, {} apps", path.display(), config.apps.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string(), false),
+    }
+}
+
+fn serve(args: ServeArgs, mut all: Vec<NamedListener>, under_xinetd: bool) -> ExitCode {
+    let path = config::resolve_path(args.config.config.as_deref());
+    let config = match config::load(&path) {
+        Ok(config) => config,
+        Err(e) => return fail(&e.to_string(), under_xinetd),
+    };
+    for addr in &args.listen {
+        match listen::bind(addr) {
+            Ok(l) => all.push(l),
+            Err(e) => return fail(&format!("{e:#}"), under_xinetd),
+        }
+    }
+    let listeners = match Listeners::new(all) {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("{e:#}"), under_xinetd),
+    };
+    let origin = if under_xinetd {
+        Origin::Xinetd
+    } else {
+        listeners.origin()
+    };
+    let log = logging::init(&config.server.log, &config.server.log_level, origin);
+    ondemand::raise_open_files_limit();
+    match ondemand::serve(config, listeners, log) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

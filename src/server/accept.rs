@@ -1,0 +1,169 @@
+//! Accepting connections and serving each one: HTTP/1.1 with keep-alive and h2c (prior knowledge)
+//! on the same socket, with the connection limit, the head deadlines and a graceful close on
+//! shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::io::{ConnState, DeadlineIo, Deadlines};
+use super::{request, Shared};
+
+/// A listener registered with the runtime.
+pub enum AsyncListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// What every connection task needs.
+#[derive(Clone)]
+pub struct ConnContext {
+    pub shared: Arc<Shared>,
+    /// Cancelled when the launcher stops: connections finish their current work and close.
+    pub draining: CancellationToken,
+    /// Tracks connection tasks so the drain can wait for them.
+    pub tasks: TaskTracker,
+}
+
+/// Accepts on `listener` until `stop` is cancelled. A permit from `slots` is taken before each
+/// accept, so at most `max_connections` are served and the rest wait in the kernel's queue.
+/// Connections still in that queue when accepting stops are left for the supervisor's next start.
+pub async fn accept_loop(
+    listener: AsyncListener,
+    name: String,
+    slots: Arc<Semaphore>,
+    stop: CancellationToken,
+    ctx: ConnContext,
+) {
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            accepted = accept(&listener) => accepted,
+        };
+        match accepted {
+            Ok(Accepted::Tcp(stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                spawn_connection(stream, Some(peer), permit, &ctx);
+            }
+            Ok(Accepted::Unix(stream)) => spawn_connection(stream, None, permit, &ctx),
+            Err(e) => {
+                // EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: log, back off, carry on.
+                tracing::warn!(socket = %name, "accept failed: {e}; retrying in 100ms");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+    tracing::debug!(socket = %name, "stopped accepting");
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &AsyncListener) -> std::io::Result<Accepted> {
+    match listener {
+        AsyncListener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        AsyncListener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+fn spawn_connection<S>(
+    stream: S,
+    peer: Option<std::net::SocketAddr>,
+    permit: OwnedSemaphorePermit,
+    ctx: &ConnContext,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Counted as activity from this moment: the launcher must not exit under a client about to speak.
+    let conn = Arc::new(ConnState::new(ctx.shared.activity.begin()));
+    let ctx2 = ctx.clone();
+    ctx.tasks.spawn(async move {
+        serve_connection(stream, conn, &ctx2).await;
+        tracing::trace!(peer = ?peer, "connection closed");
+        drop(permit);
+    });
+}
+
+/// Serves one connection until it closes, or until the drain asks it to finish.
+async fn serve_connection<S>(stream: S, conn: Arc<ConnState>, ctx: &ConnContext)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let settings = ctx.shared.config.load().server.clone();
+    let deadlines = Deadlines {
+        first_request: settings.first_request_timeout,
+        header_read: settings.header_read_timeout,
+        keepalive: settings.keepalive_timeout,
+    };
+    let io = TokioIo::new(DeadlineIo::new(stream, conn.clone(), deadlines));
+    let shared = ctx.shared.clone();
+    let conn_for_service = conn.clone();
+    let service = service_fn(move |req| {
+        let response = request::handle(req, &shared, &conn_for_service);
+        std::future::ready(Ok::<_, std::convert::Infallible>(response))
+    });
+    let builder = builder(&settings);
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = ctx.draining.cancelled() => {
+            // hyper-util drops a connection whose protocol is not yet known when asked to shut
+            // down, so a client that just connected would lose its request: let its first request
+            // arrive (bounded by first_request_timeout) before asking for the graceful close.
+            tokio::select! {
+                result = connection.as_mut() => return log_result(result),
+                _ = conn.first_request_arrived() => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    log_result(result);
+}
+
+fn log_result(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = result {
+        tracing::debug!("connection ended with an error: {e}");
+    }
+}
+
+fn builder(settings: &crate::config::ServerSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // The head deadlines are enforced by DeadlineIo, which can answer 408.
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_buf_size(settings.max_header_size)
+        .max_headers(settings.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX))
+        .max_concurrent_streams(Some(256));
+    builder
+}

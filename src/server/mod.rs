@@ -1,0 +1,178 @@
+//! The server's life: register the listeners, accept and serve, watch for idleness and signals,
+//! reload on SIGHUP, and stop in bounded steps.
+//!
+//! Stopping (idle, SIGTERM or SIGINT):
+//! 1. tell systemd STOPPING=1;
+//! 2. stop accepting and close our copies of the listeners: connections that arrive from now on
+//!    wait in the supervisor's socket for the next start, never accepted-then-dropped;
+//! 3. ask every connection to finish: in-flight requests complete, idle keep-alive connections
+//!    close, a connection still waiting for its first request gets it served first;
+//! 4. wait for that at most `drain_timeout`, then exit.
+
+mod accept;
+mod io;
+mod request;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, Config};
+use crate::idle::Activity;
+use crate::listen::{Listener, Listeners, NamedListener};
+use crate::logging::LogHandle;
+use crate::notify;
+use crate::shutdown::{SignalEvent, Signals};
+use accept::{AsyncListener, ConnContext};
+
+/// State shared by every connection.
+pub struct Shared {
+    /// The running configuration; a reload swaps it whole, and requests already routed keep the
+    /// one they started on.
+    pub config: ArcSwap<Config>,
+    pub activity: Activity,
+}
+
+/// Serves `listeners` with `config` until idle or told to stop. Must run inside a tokio runtime.
+pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result<()> {
+    let mut signals = Signals::install()?;
+    let max_connections = config.server.max_connections;
+    let shared = Arc::new(Shared {
+        config: ArcSwap::from_pointee(config),
+        activity: Activity::default(),
+    });
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let ctx = ConnContext {
+        shared: shared.clone(),
+        draining: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+    };
+    let stop_accepting = CancellationToken::new();
+    let accept_loops = TaskTracker::new();
+    let socket_count = listeners.http.len();
+    for named in listeners.http {
+        let description = named.to_string();
+        let listener = register(named).with_context(|| format!("cannot serve on {description}"))?;
+        tracing::debug!("serving on {description}");
+        accept_loops.spawn(accept::accept_loop(
+            listener,
+            description,
+            slots.clone(),
+            stop_accepting.clone(),
+            ctx.clone(),
+        ));
+    }
+    // The control socket is held open (so systemd does not see it closed) until the control
+    // interface serves it.
+    let _control = listeners.control;
+
+    let summary = summary(&shared.config.load(), socket_count);
+    tracing::info!("ready: {summary}");
+    notify::ready(&summary);
+    let _watchdog = notify::spawn_watchdog();
+
+    let reason = wait_for_stop(&shared, &mut signals, &log).await;
+    let in_use = max_connections - slots.available_permits();
+    tracing::info!(connections = in_use, "stopping: {reason}");
+    notify::stopping(&format!("Stopping: {reason}"));
+
+    stop_accepting.cancel();
+    accept_loops.close();
+    accept_loops.wait().await;
+
+    ctx.draining.cancel();
+    ctx.tasks.close();
+    let drain_timeout = shared.config.load().server.drain_timeout;
+    if tokio::time::timeout(drain_timeout, ctx.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "drain_timeout ({}) passed with {} connections still open; closing them",
+            humantime::format_duration(drain_timeout),
+            ctx.tasks.len()
+        );
+    } else {
+        tracing::info!("exiting: all connections finished");
+    }
+    Ok(())
+}
+
+/// Registers a listener with the runtime (sets O_NONBLOCK first, as tokio requires).
+fn register(named: NamedListener) -> Result<AsyncListener> {
+    named.set_nonblocking()?;
+    Ok(match named.listener {
+        Listener::Tcp(l) => AsyncListener::Tcp(tokio::net::TcpListener::from_std(l)?),
+        Listener::Unix(l) => AsyncListener::Unix(tokio::net::UnixListener::from_std(l)?),
+    })
+}
+
+fn summary(config: &Config, sockets: usize) -> String {
+    let idle = config.server.idle_timeout.map_or_else(
+        || "never".to_string(),
+        |d| humantime::format_duration(d).to_string(),
+    );
+    format!(
+        "serving {} app{} on {sockets} socket{}, idle exit after {idle}",
+        config.apps.len(),
+        if config.apps.len() == 1 { "" } else { "s" },
+        if sockets == 1 { "" } else { "s" },
+    )
+}
+
+/// Runs until idle or a stop signal; returns why it stopped. Reloads on SIGHUP.
+async fn wait_for_stop(shared: &Shared, signals: &mut Signals, log: &LogHandle) -> String {
+    loop {
+        let idle_timeout = shared.config.load().server.idle_timeout;
+        let idle = async {
+            match idle_timeout {
+                Some(t) => shared.activity.idle_for(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = idle => {
+                let t = idle_timeout.unwrap_or_default();
+                return format!("idle for {}", humantime::format_duration(t));
+            }
+            event = signals.next() => match event {
+                SignalEvent::Stop(name) => return format!("received {name}"),
+                SignalEvent::Reload => reload(shared, log).await,
+            },
+        }
+    }
+}
+
+/// Re-reads the config file; an invalid one is reported and the running config kept.
+async fn reload(shared: &Shared, log: &LogHandle) {
+    let path = shared.config.load().path.clone();
+    let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await;
+    let new = match loaded {
+        Ok(Ok(new)) => new,
+        Ok(Err(e)) => {
+            tracing::error!("reload failed, keeping the running configuration: {e}");
+            return;
+        }
+        Err(e) => {
+            tracing::error!("reload failed, keeping the running configuration: {e}");
+            return;
+        }
+    };
+    let old = shared.config.load();
+    if new.server.max_connections != old.server.max_connections || new.server.log != old.server.log
+    {
+        tracing::warn!("max_connections and log take effect at the next start, not on reload");
+    }
+    log.set_level(&new.server.log_level);
+    tracing::info!(
+        apps = new.apps.len(),
+        "configuration reloaded from {}",
+        new.path.display()
+    );
+    notify::status(&format!("Reloaded: {} apps", new.apps.len()));
+    shared.config.store(Arc::new(new));
+}

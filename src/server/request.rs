@@ -1,0 +1,138 @@
+//! One request, from arrival to the start of its response: find the host and normalized path,
+//! route to the app, run its handler, and tie the request's activity to the response body so the
+//! launcher counts it busy until the last byte is sent.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
+
+use super::io::ConnState;
+use super::Shared;
+use crate::config::Handler;
+use crate::handlers::{plain, Body, BoxError};
+use crate::idle::ActivityGuard;
+use crate::routing::{path, request_host};
+
+/// Answers one request.
+pub fn handle(req: Request<Incoming>, shared: &Shared, conn: &Arc<ConnState>) -> Response<Body> {
+    conn.request_started();
+    let in_flight = InFlight {
+        _activity: shared.activity.begin(),
+        conn: conn.clone(),
+    };
+    let response = route_and_answer(&req, shared);
+    response.map(|body| {
+        InFlightBody {
+            inner: body,
+            _in_flight: in_flight,
+        }
+        .boxed()
+    })
+}
+
+fn route_and_answer(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let host = match host_of(req) {
+        Ok(host) => host,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, format!("ondemand: {why}\n")),
+    };
+    let raw_path = if req.method() == Method::OPTIONS && req.uri() == "*" {
+        "/"
+    } else {
+        req.uri().path()
+    };
+    let path = match path::normalize(raw_path) {
+        Ok(p) => p,
+        Err(why) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("ondemand: bad request path: {why}\n"),
+            )
+        }
+    };
+    let config = shared.config.load();
+    let Some(app) = config
+        .router
+        .lookup(host.as_deref(), &path)
+        .map(|i| config.apps[i].clone())
+    else {
+        tracing::debug!(
+            host = host.as_deref().unwrap_or("-"),
+            path,
+            "no app matches"
+        );
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!(
+                "ondemand: no app for host {} and path {path}\n",
+                host.as_deref().unwrap_or("(none)")
+            ),
+        );
+    };
+    tracing::debug!(app = %app.name, method = %req.method(), path, "request");
+    match &app.handler {
+        Handler::Respond(respond) => respond.response(),
+    }
+}
+
+/// The request's host for routing: the URI authority (HTTP/2, absolute-form) or the Host header.
+/// HTTP/1.1 requires a Host header (RFC 9112 §3.2); HTTP/1.0 may go without.
+fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
+    if let Some(authority) = req.uri().authority() {
+        return Ok(Some(request_host(authority.as_str())));
+    }
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err("more than one Host header"),
+        (Some(h), None) => h
+            .to_str()
+            .map(|h| Some(request_host(h)))
+            .map_err(|_| "the Host header is not valid text"),
+        (None, _) if req.version() == Version::HTTP_11 => {
+            Err("HTTP/1.1 requests need a Host header")
+        }
+        (None, _) => Ok(None),
+    }
+}
+
+/// A request in flight: launcher activity plus the connection's count of requests in service.
+struct InFlight {
+    _activity: ActivityGuard,
+    conn: Arc<ConnState>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.conn.request_finished();
+    }
+}
+
+/// A response body that keeps its request in flight until it is sent completely or dropped.
+struct InFlightBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for InFlightBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

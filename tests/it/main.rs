@@ -1,0 +1,7 @@
+//! Integration tests: every test runs the real `ondemand` binary, and where a supervisor is involved,
+//! the real supervisor (systemd-socket-activate, xinetd, systemd in a throwaway nspawn container).
+//!
+//! Layout: `support` holds the shared helpers (ports, temp dirs, raw HTTP, process guards); each
+//! other module is one topic.
+
+mod support;

@@ -1,0 +1,229 @@
+//! Shared helpers for the integration tests: the binary under test, free loopback ports, temporary
+//! directories, a tiny raw HTTP/1.1 client (so malformed requests can be sent byte for byte), and a
+//! guard that ends the processes a test started, by pid, when the test ends.
+
+#![allow(dead_code)]
+
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// The `ondemand` binary cargo built for this test run.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ondemand"))
+}
+
+/// A loopback TCP port that was free a moment ago. The kernel hands out ephemeral ports in a
+/// rotating sequence, so a port just released is not handed out again soon.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+/// Polls `cond` every 10 ms until it is true or `timeout` passes; panics with `what` on timeout.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_until(&format!("port {port} to accept"), timeout, || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
+}
+
+/// A temporary directory removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("ondemand-test-")
+        .tempdir()
+        .expect("create temp dir")
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write test file");
+    path
+}
+
+/// A child process that is killed (SIGKILL, by pid) and reaped when the guard drops, so a failing
+/// test never leaves a process behind.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn new(child: Child) -> Self {
+        ChildGuard(Some(child))
+    }
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("child").id()
+    }
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child")
+    }
+    /// Waits up to `timeout` for the process to exit by itself; None if it is still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child().try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal);
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A parsed HTTP/1.x response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `raw` bytes on a new connection to 127.0.0.1:`port` and reads one response (the
+/// connection is read to EOF, so send `Connection: close` or expect the server to close).
+pub fn raw_request(port: u16, raw: &[u8]) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(raw)?;
+    read_response(&mut s)
+}
+
+/// GET `path` with `Host: host` on a fresh connection.
+pub fn get(port: u16, host: &str, path: &str) -> std::io::Result<Response> {
+    raw_request(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// Reads one response from `s`: headers, then a body by Content-Length, chunked, or to EOF.
+pub fn read_response(s: &mut impl Read) -> std::io::Result<Response> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "connection closed after {} bytes of response head",
+                    buf.len()
+                ),
+            ));
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut resp = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(len) = resp.header("content-length") {
+        let len: usize = len.parse().map_err(std::io::Error::other)?;
+        resp.body.resize(len, 0);
+        s.read_exact(&mut resp.body)?;
+    } else if resp
+        .header("transfer-encoding")
+        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+    {
+        resp.body = read_chunked(s)?;
+    } else if status != 204 && status != 304 && !(100..200).contains(&status) {
+        s.read_to_end(&mut resp.body)?;
+    }
+    Ok(resp)
+}
+
+fn read_line(s: &mut impl Read) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        if s.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        line.push(byte[0]);
+    }
+    line.truncate(line.len() - 2);
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+fn read_chunked(s: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let size_line = read_line(s)?;
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(std::io::Error::other)?;
+        if size == 0 {
+            while !read_line(s)?.is_empty() {}
+            return Ok(body);
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        s.read_exact(&mut body[start..])?;
+        read_line(s)?;
+    }
+}
+
+/// Runs `ondemand` with `args` to completion and returns (exit code, stdout, stderr).
+pub fn run_ondemand(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run ondemand");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
