@@ -29,17 +29,32 @@ impl LogHandle {
         if std::env::var_os(LOG_ENV).is_some() {
             return;
         }
-        if let Ok(filter) = EnvFilter::builder().parse(level) {
+        if let Ok(filter) = EnvFilter::builder().parse(scoped(level)) {
             let _ = self.0.reload(filter);
         }
     }
 }
 
 fn filter(level: &str) -> EnvFilter {
-    std::env::var(LOG_ENV)
-        .ok()
-        .and_then(|env| EnvFilter::builder().parse(env).ok())
-        .unwrap_or_else(|| EnvFilter::builder().parse_lossy(level))
+    let directives = std::env::var(LOG_ENV).unwrap_or_else(|_| level.to_string());
+    EnvFilter::builder().parse_lossy(scoped(&directives))
+}
+
+/// A bare level ("debug") means ondemand's own messages at that level; the libraries below it
+/// (hyper, h2) stay at warn unless named explicitly ("debug,h2=trace").
+fn scoped(directives: &str) -> String {
+    directives
+        .split(',')
+        .map(|d| {
+            let d = d.trim();
+            if d.parse::<tracing_subscriber::filter::LevelFilter>().is_ok() {
+                format!("warn,ondemand={d}")
+            } else {
+                d.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Installs the global subscriber. A log file that cannot be opened is reported and syslog (under

@@ -94,10 +94,15 @@ pub unsafe fn take_systemd_sockets() -> Result<Vec<NamedListener>> {
             .take_raw_fd(idx)
             .with_context(|| format!("cannot take {what}"))?
             .with_context(|| format!("{what} was already taken"))?;
-        // SAFETY: systemd passed this fd to us; listenfd handed over its ownership.
+        // SAFETY: borrowed only to check that the fd is open before taking ownership of it.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+        fcntl(borrowed, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).with_context(|| {
+            format!(
+                "{what} is not open: the supervisor's LISTEN_FDS does not match the fds it passed"
+            )
+        })?;
+        // SAFETY: the fd is open, systemd passed it to us, and listenfd handed over its ownership.
         let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-        fcntl(&owned, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-            .with_context(|| format!("cannot mark {what} close-on-exec"))?;
         let listener = listener_from_fd(owned, &what)?;
         listeners.push(NamedListener {
             name,

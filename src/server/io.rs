@@ -115,7 +115,15 @@ enum Waiting {
     ForRestOfHead,
 }
 
-const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 59\r\nConnection: close\r\n\r\nondemand: the request head was not received completely in time\n";
+const REQUEST_TIMEOUT_BODY: &str =
+    "ondemand: the request head was not received completely in time\n";
+
+fn request_timeout_response() -> String {
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{REQUEST_TIMEOUT_BODY}",
+        REQUEST_TIMEOUT_BODY.len()
+    )
+}
 
 /// A connection's byte stream with the head deadlines applied.
 pub struct DeadlineIo<T> {
@@ -191,7 +199,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> DeadlineIo<T> {
         }
         if !self.write_incomplete {
             // Best effort: a few dozen bytes into an otherwise empty send buffer.
-            let _ = Pin::new(&mut self.inner).poll_write(cx, REQUEST_TIMEOUT);
+            let _ = Pin::new(&mut self.inner).poll_write(cx, request_timeout_response().as_bytes());
         }
         tracing::debug!(
             "closing a connection whose request head was incomplete after {:?}",

@@ -4,4 +4,8 @@
 //! Layout: `support` holds the shared helpers (ports, temp dirs, raw HTTP, process guards); each
 //! other module is one topic.
 
+mod activation;
+mod cli;
+mod http;
+mod idle;
 mod support;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod server;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
