@@ -10,7 +10,7 @@
 //! - [`handlers`]: what answers an app's requests (`respond`), and ondemand's own error responses.
 //! - [`idle`]: activity tracking and the idle timer.
 //! - [`notify`]: sd_notify (READY, STATUS, STOPPING, WATCHDOG).
-//! - [`shutdown`]: signals.
+//! - [`shutdown`]: the signals that stop and reload.
 //! - [`logging`]: stderr, syslog or a file, per mode.
 
 pub mod cli;

@@ -63,8 +63,11 @@ fn check(args: &ConfigArg) -> ExitCode {
 
 fn serve(args: ServeArgs, mut all: Vec<NamedListener>, under_xinetd: bool) -> ExitCode {
     let path = config::resolve_path(args.config.config.as_deref());
-    let config = match config::load(&path) {
-        Ok(config) => config,
+    // Under a supervisor a bad config must not become a restart loop: serve 503 instead.
+    let supervised = !all.is_empty();
+    let (config, load_error) = match config::load(&path) {
+        Ok(config) => (config, None),
+        Err(e) if supervised => (config::Config::unusable(&path, &e), Some(e)),
         Err(e) => return fail(&e.to_string(), under_xinetd),
     };
     for addr in &args.listen {
@@ -83,6 +86,12 @@ fn serve(args: ServeArgs, mut all: Vec<NamedListener>, under_xinetd: bool) -> Ex
         listeners.origin()
     };
     let log = logging::init(&config.server.log, &config.server.log_level, origin);
+    if let Some(e) = load_error {
+        tracing::error!(
+            "{e}. Answering every request with 503 until the file is fixed; then reload \
+             (SIGHUP, systemctl reload ondemand) or let this instance exit when idle"
+        );
+    }
     ondemand::raise_open_files_limit();
     match ondemand::serve(config, listeners, log) {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,6 +29,77 @@ pub struct Config {
     pub server: ServerSettings,
     pub apps: Vec<Arc<App>>,
     pub router: Router,
+    /// Set when the file could not be loaded at start under a supervisor: the launcher then
+    /// answers every request with 503 (see [`Config::unusable`]) instead of exiting at once.
+    pub load_error: Option<String>,
+}
+
+impl Config {
+    /// A stand-in for a configuration that failed to load when a supervisor started us.
+    ///
+    /// Exiting at once would leave the triggering connection queued, so the supervisor would start
+    /// us again at once: xinetd closes the socket for 10 s after 50 starts a second, systemd fails
+    /// the socket at its trigger limit, and clients see resets. Instead the launcher serves 503
+    /// with the default settings, exits when idle as usual, and a reload (SIGHUP) with a fixed
+    /// file takes effect at once.
+    pub fn unusable(path: &Path, error: &ConfigError) -> Config {
+        Config {
+            path: path.to_path_buf(),
+            server: salvage_log_settings(path),
+            apps: Vec::new(),
+            router: Router::default(),
+            load_error: Some(error.to_string()),
+        }
+    }
+}
+
+/// Default settings, except `log` and `log_level` taken from the file if it is at least valid TOML
+/// and those two are valid: the error that made the file unusable should reach the log the
+/// administrator configured.
+fn salvage_log_settings(path: &Path) -> ServerSettings {
+    let mut settings = ServerSettings::default();
+    let Ok(table) = std::fs::read_to_string(path).map(|text| text.parse::<toml::Table>()) else {
+        return settings;
+    };
+    let server = table
+        .ok()
+        .and_then(|t| t.get("server").and_then(|s| s.as_table()).cloned());
+    let key = |k: &str| {
+        server
+            .as_ref()
+            .and_then(|s| s.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    if let Ok(file) = toml::from_str::<file::FileConfig>(&format!(
+        "[server]\nlog = {:?}\nlog_level = {:?}\n",
+        key("log").unwrap_or_else(|| "auto".into()),
+        key("log_level").unwrap_or_else(|| "info".into())
+    )) {
+        if let Ok(valid) = validate(path, file) {
+            settings.log = valid.server.log;
+            settings.log_level = valid.server.log_level;
+        }
+    }
+    settings
+}
+
+impl Default for ServerSettings {
+    /// The defaults documented in the README's `[server]` table.
+    fn default() -> Self {
+        ServerSettings {
+            idle_timeout: Some(Duration::from_secs(30)),
+            drain_timeout: Duration::from_secs(10),
+            first_request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+            max_connections: 1024,
+            max_header_size: 32 * 1024,
+            max_headers: 100,
+            log: LogTarget::Auto,
+            log_level: "info".to_string(),
+        }
+    }
 }
 
 /// `[server]` with defaults applied.

@@ -31,13 +31,14 @@ pub fn validate(path: &Path, file: FileConfig) -> Result<Config, Located> {
         server,
         apps,
         router,
+        load_error: None,
     })
 }
 
 fn server_settings(s: ServerFile) -> Result<ServerSettings, Located> {
-    let duration = |d: Option<super::file::HumanDuration>, default: u64| {
-        d.map_or(Duration::from_secs(default), |d| d.0)
-    };
+    let d = ServerSettings::default();
+    let duration =
+        |v: Option<super::file::HumanDuration>, default: Duration| v.map_or(default, |v| v.0);
     let max_header_size = match s.max_header_size {
         Some(size) if size.get_ref().0 < 8192 => {
             return Err(Located::new(
@@ -46,27 +47,26 @@ fn server_settings(s: ServerFile) -> Result<ServerSettings, Located> {
             ))
         }
         Some(size) => usize::try_from(size.get_ref().0).unwrap_or(usize::MAX),
-        None => 32 * 1024,
+        None => d.max_header_size,
     };
     Ok(ServerSettings {
         idle_timeout: match s.idle_timeout {
-            None => Some(Duration::from_secs(30)),
-            Some(IdleTimeout::After(d)) => Some(d),
+            None => d.idle_timeout,
+            Some(IdleTimeout::After(t)) => Some(t),
             Some(IdleTimeout::Never) => None,
         },
-        drain_timeout: duration(s.drain_timeout, 10),
-        first_request_timeout: duration(s.first_request_timeout, 10),
-        header_read_timeout: duration(s.header_read_timeout, 10),
-        keepalive_timeout: duration(s.keepalive_timeout, 5),
-        max_connections: positive(s.max_connections, "max_connections", 1024)?,
+        drain_timeout: duration(s.drain_timeout, d.drain_timeout),
+        first_request_timeout: duration(s.first_request_timeout, d.first_request_timeout),
+        header_read_timeout: duration(s.header_read_timeout, d.header_read_timeout),
+        keepalive_timeout: duration(s.keepalive_timeout, d.keepalive_timeout),
+        max_connections: positive(s.max_connections, "max_connections", d.max_connections)?,
         max_header_size,
-        max_headers: positive(s.max_headers, "max_headers", 100)?,
-        log: s
-            .log
-            .map(log_target)
-            .transpose()?
-            .unwrap_or(LogTarget::Auto),
-        log_level: log_level(s.log_level)?,
+        max_headers: positive(s.max_headers, "max_headers", d.max_headers)?,
+        log: s.log.map(log_target).transpose()?.unwrap_or(d.log),
+        log_level: match s.log_level {
+            Some(level) => log_level(level)?,
+            None => d.log_level,
+        },
     })
 }
 
@@ -95,10 +95,7 @@ fn log_target(value: Spanned<String>) -> Result<LogTarget, Located> {
     }
 }
 
-fn log_level(value: Option<Spanned<String>>) -> Result<String, Located> {
-    let Some(value) = value else {
-        return Ok("info".into());
-    };
+fn log_level(value: Spanned<String>) -> Result<String, Located> {
     tracing_subscriber::EnvFilter::builder()
         .parse(value.get_ref())
         .map_err(|e| {

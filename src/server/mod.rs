@@ -76,8 +76,7 @@ pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result
     let _watchdog = notify::spawn_watchdog();
 
     let reason = wait_for_stop(&shared, &mut signals, &log).await;
-    let in_use = max_connections - slots.available_permits();
-    tracing::info!(connections = in_use, "stopping: {reason}");
+    tracing::info!(connections = ctx.tasks.len(), "stopping: {reason}");
     notify::stopping(&format!("Stopping: {reason}"));
 
     stop_accepting.cancel();
@@ -112,6 +111,12 @@ fn register(named: NamedListener) -> Result<AsyncListener> {
 }
 
 fn summary(config: &Config, sockets: usize) -> String {
+    if config.load_error.is_some() {
+        return format!(
+            "configuration {} invalid: answering 503 on {sockets} socket(s)",
+            config.path.display()
+        );
+    }
     let idle = config.server.idle_timeout.map_or_else(
         || "never".to_string(),
         |d| humantime::format_duration(d).to_string(),

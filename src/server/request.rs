@@ -36,6 +36,10 @@ pub fn handle(req: Request<Incoming>, shared: &Shared, conn: &Arc<ConnState>) ->
 }
 
 fn route_and_answer(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let config = shared.config.load();
+    if config.load_error.is_some() {
+        return unusable_config(&config.path);
+    }
     let host = match host_of(req) {
         Ok(host) => host,
         Err(why) => return plain(StatusCode::BAD_REQUEST, format!("ondemand: {why}\n")),
@@ -54,7 +58,6 @@ fn route_and_answer(req: &Request<Incoming>, shared: &Shared) -> Response<Body> 
             )
         }
     };
-    let config = shared.config.load();
     let Some(app) = config
         .router
         .lookup(host.as_deref(), &path)
@@ -135,4 +138,22 @@ impl hyper::body::Body for InFlightBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// The answer while the configuration could not be loaded: 503, with a hint for the administrator
+/// (the error itself is in the log, not shown to clients).
+fn unusable_config(path: &std::path::Path) -> Response<Body> {
+    let mut resp = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "ondemand: the configuration is invalid, so no app can be served. \
+             The log has the error; `ondemand check --config {}` shows it too.\n",
+            path.display()
+        ),
+    );
+    resp.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("10"),
+    );
+    resp
 }

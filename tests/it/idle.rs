@@ -206,3 +206,36 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid() {
         "reloaded\n"
     );
 }
+
+/// Under a supervisor, a config that fails to load is answered with 503 (no restart loop), and a
+/// reload with a fixed file takes effect without a restart.
+#[test]
+fn a_bad_config_answers_503_until_a_reload_fixes_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let od = Ondemand::start_on(
+        &listener,
+        "[server]\nidle_timeout = \"never\"\n[[app]]\nname = \"a\"\n",
+    );
+    let r = crate::support::get(port, "a", "/").unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("10"));
+    assert!(
+        od.log_text()
+            .contains("ondemand.toml:5:1: app \"a\" has no handler"),
+        "{}",
+        od.log_text()
+    );
+    let log_line = format!("log = \"{}\"\n", od.log.display());
+    std::fs::write(
+        &od.config,
+        format!(
+            "[server]\n{log_line}{}",
+            &config("idle_timeout = \"never\"")[9..]
+        ),
+    )
+    .unwrap();
+    od.child.signal(Signal::SIGHUP);
+    od.wait_log("configuration reloaded", Duration::from_secs(10));
+    assert_eq!(crate::support::get(port, "a", "/").unwrap().text(), "hi\n");
+}

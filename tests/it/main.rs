@@ -9,3 +9,5 @@ mod cli;
 mod http;
 mod idle;
 mod support;
+mod systemd;
+mod xinetd;

@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod nspawn;
 pub mod server;
+pub mod xinetd;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
