@@ -32,12 +32,38 @@ pub fn serve(
     listeners: listen::Listeners,
     log: logging::LogHandle,
 ) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = runtime_builder(config.server.threads)
         .enable_all()
         .thread_name("ondemand")
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(server::run(config, listeners, log))
+}
+
+/// One thread: a current-thread runtime, which starts in a fraction of the time a pool takes
+/// (no threads to create), and that start is paid on every activation. More: a work-stealing pool.
+fn runtime_builder(threads: Option<usize>) -> tokio::runtime::Builder {
+    let threads = threads.unwrap_or_else(cpus_available);
+    if threads <= 1 {
+        return tokio::runtime::Builder::new_current_thread();
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(threads);
+    builder
+}
+
+/// CPUs this process may run on (its affinity mask): one syscall, where std and tokio also read
+/// the cgroup files to find a CPU quota.
+fn cpus_available() -> usize {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map(|set| {
+            (0..CpuSet::count())
+                .filter(|&i| set.is_set(i).unwrap_or(false))
+                .count()
+        })
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Raises the soft open-files limit to the hard limit: each connection needs a descriptor, and

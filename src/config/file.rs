@@ -34,6 +34,7 @@ pub struct ServerFile {
     pub max_connections: Option<Spanned<usize>>,
     pub max_header_size: Option<Spanned<ByteSize>>,
     pub max_headers: Option<Spanned<usize>>,
+    pub threads: Option<Spanned<Threads>>,
     pub log: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,
 }
@@ -130,6 +131,41 @@ impl<'de> Deserialize<'de> for ByteSize {
                             "invalid size {v:?}: {e} (write it like \"16KiB\" or \"10MB\")"
                         ))
                     })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `threads`: a number of worker threads, or "auto" for one per CPU this process may run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    Count(u64),
+    Auto,
+}
+
+impl<'de> Deserialize<'de> for Threads {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Threads;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number of threads (1 or more) or \"auto\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Threads, E> {
+                u64::try_from(v)
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .map(Threads::Count)
+                    .ok_or_else(|| E::custom("threads must be at least 1, or \"auto\""))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Threads, E> {
+                match v {
+                    "auto" => Ok(Threads::Auto),
+                    _ => Err(E::custom(format!(
+                        "threads = {v:?}: use a number, or \"auto\""
+                    ))),
+                }
             }
         }
         d.deserialize_any(Visitor)

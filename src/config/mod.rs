@@ -96,6 +96,7 @@ impl Default for ServerSettings {
             max_connections: 1024,
             max_header_size: 32 * 1024,
             max_headers: 100,
+            threads: Some(1),
             log: LogTarget::Auto,
             log_level: "info".to_string(),
         }
@@ -121,6 +122,9 @@ pub struct ServerSettings {
     pub max_header_size: usize,
     /// Most header fields in one request → 431 beyond it.
     pub max_headers: usize,
+    /// Threads serving requests: 1 (the default) starts fastest; more suit a launcher that also
+    /// proxies heavy traffic. `None` = one per CPU.
+    pub threads: Option<usize>,
     pub log: LogTarget,
     /// A tracing filter such as "info" or "info,ondemand=debug".
     pub log_level: String,

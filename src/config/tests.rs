@@ -149,3 +149,17 @@ fn columns_count_characters_not_bytes() {
     let e = parse_err("[[app]]\nname = \"ä\"\nrespond = { status = 1 }\n");
     assert!(e.starts_with("t.toml:2:8: "), "{e}");
 }
+
+#[test]
+fn threads_default_to_one_and_accept_auto() {
+    assert_eq!(parse_ok(HELLO).server.threads, Some(1));
+    let c = parse_ok(&format!("[server]\nthreads = \"auto\"\n{HELLO}"));
+    assert_eq!(c.server.threads, None);
+    let c = parse_ok(&format!("[server]\nthreads = 4\n{HELLO}"));
+    assert_eq!(c.server.threads, Some(4));
+    let e = parse_err("[server]\nthreads = 0\n");
+    assert!(
+        e.starts_with("t.toml:2:11: ") && e.contains("at least 1"),
+        "{e}"
+    );
+}

@@ -62,6 +62,13 @@ fn server_settings(s: ServerFile) -> Result<ServerSettings, Located> {
         max_connections: positive(s.max_connections, "max_connections", d.max_connections)?,
         max_header_size,
         max_headers: positive(s.max_headers, "max_headers", d.max_headers)?,
+        threads: match s.threads.map(Spanned::into_inner) {
+            None => d.threads,
+            Some(super::file::Threads::Auto) => None,
+            Some(super::file::Threads::Count(n)) => {
+                Some(usize::try_from(n).unwrap_or(usize::MAX).min(1024))
+            }
+        },
         log: s.log.map(log_target).transpose()?.unwrap_or(d.log),
         log_level: match s.log_level {
             Some(level) => log_level(level)?,

@@ -281,3 +281,25 @@ fn max_connections_queues_further_clients_instead_of_dropping_them() {
         .unwrap();
     assert_eq!(read_response(&mut third).unwrap().status, 200);
 }
+
+/// `threads = 2` runs a thread pool instead of the default single thread; same behaviour.
+#[test]
+fn a_thread_pool_serves_the_same() {
+    let od = Ondemand::start("[server]\nidle_timeout = \"never\"\nthreads = 2\n[[app]]\nname = \"a\"\nrespond = { body = \"pool\\n\" }\n");
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let port = od.port;
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                for _ in 0..20 {
+                    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+                    assert_eq!(read_response(&mut s).unwrap().text(), "pool\n");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+}
