@@ -303,3 +303,23 @@ fn a_thread_pool_serves_the_same() {
         c.join().unwrap();
     }
 }
+
+/// Many requests multiplexed on HTTP/2 connections, by a real h2 client (h2load from nghttp2).
+/// (curl 7.88 cannot reuse an h2c prior-knowledge connection with any server, so it is not used
+/// for this.)
+#[test]
+fn h2c_multiplexes_many_streams_per_connection() {
+    let od = Ondemand::start(APPS);
+    let out = Command::new("h2load")
+        .args(["-n", "400", "-c", "2", "-m", "20", "-H", "Host: a.example"])
+        .arg(format!("http://127.0.0.1:{}/api", od.port))
+        .output()
+        .expect("run h2load (apt-get install nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("400 succeeded, 0 failed, 0 errored, 0 timeout"),
+        "{text}"
+    );
+    assert!(text.contains("status codes: 400 2xx"), "{text}");
+}

@@ -311,3 +311,42 @@ fn reload_keeps_the_service_running_and_applies_the_new_config() {
         "test exceeded its {TEST_BUDGET:?} budget"
     );
 }
+
+/// With WatchdogSec= set, ondemand pings the watchdog (a silent launcher would be killed with
+/// SIGABRT after one interval), and STATUS= tells `systemctl status` what it is doing.
+#[test]
+fn watchdog_is_fed_and_status_is_reported() {
+    let ct = Container::boot(&config("60s", "watched\\n"));
+    let port = free_port();
+    ct.install_units_with(port, "WatchdogSec=300ms");
+    ct.check(&["systemctl", "enable", "--now", "ondemand.socket"]);
+    let resp = request(&ct, port, "first request");
+    assert_eq!(resp.text(), "watched\n");
+    wait_state(&ct, "ondemand.service", "active", Duration::from_secs(10));
+    let pid = ct.property("ondemand.service", "MainPID");
+    assert_eq!(ct.property("ondemand.service", "WatchdogUSec"), "300ms");
+    // Several watchdog intervals pass; the service must still be the same process.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        ct.is_active("ondemand.service"),
+        "active",
+        "{}",
+        journal_dump(&ct)
+    );
+    assert_eq!(
+        ct.property("ondemand.service", "MainPID"),
+        pid,
+        "{}",
+        journal_dump(&ct)
+    );
+    assert!(
+        !journal_dump(&ct).contains("Watchdog timeout"),
+        "{}",
+        journal_dump(&ct)
+    );
+    let status = ct.property("ondemand.service", "StatusText");
+    assert!(
+        status.contains("serving 1 app on 1 socket"),
+        "StatusText={status:?}"
+    );
+}

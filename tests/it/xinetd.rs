@@ -742,3 +742,47 @@ fn harness_self_check_with_stand_in_server() {
     assert!(!pid_alive(p3), "Drop left server {p3} running");
     assert!(!dir.exists(), "Drop removed the directory");
 }
+
+/// xinetd puts the listening socket on fds 0, 1 and 2. ondemand must move it to a close-on-exec,
+/// non-blocking fd and leave /dev/null on 0-2 (so nothing it prints reaches the socket, and no
+/// child process inherits the socket).
+#[test]
+fn the_listening_socket_leaves_fds_0_to_2_and_is_cloexec_and_nonblocking() {
+    let x = Xinetd::start(&config(Duration::from_secs(30)));
+    assert_hello(&get(x.port(), "h", "/").unwrap(), "first request");
+    let pid = x.wait_started(1, SLOW)[0];
+    for fd in 0..=2 {
+        let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+        assert_eq!(target, std::path::Path::new("/dev/null"), "fd {fd}");
+    }
+    let mut sockets = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let entry = entry.unwrap();
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if target.to_string_lossy().starts_with("socket:") {
+            let fd = entry.file_name().to_string_lossy().into_owned();
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+                .unwrap();
+            sockets.push((fd, flags));
+        }
+    }
+    assert!(!sockets.is_empty(), "no socket fd in ondemand");
+    for (fd, flags) in sockets {
+        assert_ne!(
+            flags & nix::libc::O_CLOEXEC as u32,
+            0,
+            "fd {fd} lacks O_CLOEXEC ({flags:o})"
+        );
+        assert_ne!(
+            flags & nix::libc::O_NONBLOCK as u32,
+            0,
+            "fd {fd} lacks O_NONBLOCK ({flags:o})"
+        );
+    }
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    assert_eq!(x.wait_exited(pid, SLOW), Exited::Code(0));
+}
