@@ -44,13 +44,23 @@ pub async fn accept_loop(
     ctx: ConnContext,
 ) {
     loop {
-        let permit = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                tracing::warn!(
+                    socket = %name,
+                    "max_connections ({}) reached: new connections wait in the listen queue",
+                    ctx.shared.config.load().server.max_connections
+                );
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    permit = slots.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                }
+            }
         };
         let accepted = tokio::select! {
             biased;

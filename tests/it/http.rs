@@ -275,6 +275,10 @@ fn max_connections_queues_further_clients_instead_of_dropping_them() {
         third.read(&mut [0; 1]).is_err(),
         "answered although two connections are open"
     );
+    od.wait_log(
+        "max_connections (2) reached: new connections wait in the listen queue",
+        Duration::from_secs(5),
+    );
     drop(first);
     third
         .set_read_timeout(Some(Duration::from_secs(10)))
