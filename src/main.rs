@@ -1,6 +1,7 @@
 //! The `ondemand` binary: take over inherited sockets, parse the command line, dispatch, and turn
 //! errors into a message and exit code 2. Everything else lives in the library.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -44,7 +45,8 @@ fn fail(message: &str, under_xinetd: bool) -> ExitCode {
         );
         let _ = nix::syslog::syslog(nix::syslog::Severity::LOG_ERR, message);
     } else {
-        eprintln!("ondemand: error: {}", message.trim_end());
+        // Not eprintln!: a closed stderr must not turn an error report into a panic.
+        let _ = writeln!(std::io::stderr(), "ondemand: error: {}", message.trim_end());
     }
     ExitCode::from(2)
 }
@@ -53,8 +55,10 @@ fn check(args: &ConfigArg) -> ExitCode {
     let path = config::resolve_path(args.config.as_deref());
     match config::load(&path) {
         Ok(config) => {
-            print!("{}", ondemand::route_table(&config));
-            println!("{}: OK, {} apps", path.display(), config.apps.len());
+            // Not print!: `ondemand check | head` closes the pipe early, which is no error.
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "{}", ondemand::route_table(&config));
+            let _ = writeln!(out, "{}: OK, {} apps", path.display(), config.apps.len());
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e.to_string(), false),
