@@ -48,6 +48,17 @@ pub struct AppFile {
     pub host: Option<Spanned<OneOrMany>>,
     pub path: Option<Spanned<String>>,
     pub respond: Option<Spanned<RespondFile>>,
+    #[serde(rename = "static")]
+    pub static_files: Option<Spanned<StaticFile>>,
+}
+
+/// `static = { root, follow_symlinks, precompressed }`: files under a directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticFile {
+    pub root: Spanned<String>,
+    pub follow_symlinks: Option<bool>,
+    pub precompressed: Option<bool>,
 }
 
 /// `respond = { status, body, content_type, headers }`: a fixed response.

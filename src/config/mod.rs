@@ -5,7 +5,7 @@
 //! headers) and builds the route table. Every error names the file, line and column.
 
 mod file;
-pub use file::RespondFile;
+pub use file::{RespondFile, StaticFile};
 mod validate;
 
 use std::fmt;
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::handlers::respond::Respond;
+use crate::handlers::static_files::StaticFiles;
 use crate::routing::{HostPattern, Router};
 
 pub use validate::validate;
@@ -155,6 +156,7 @@ pub struct App {
 #[derive(Debug)]
 pub enum Handler {
     Respond(Respond),
+    Static(StaticFiles),
 }
 
 impl Handler {
@@ -162,6 +164,7 @@ impl Handler {
     pub fn kind(&self) -> &'static str {
         match self {
             Handler::Respond(_) => "respond",
+            Handler::Static(_) => "static",
         }
     }
 }

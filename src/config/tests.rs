@@ -94,6 +94,7 @@ fn duplicate_name_is_refused() {
 fn app_without_handler_is_refused() {
     let e = parse_err("[[app]]\nname = \"a\"\n");
     assert!(e.contains("has no handler"), "{e}");
+    assert!(e.contains("`respond = { ... }` or `static"), "{e}");
     assert!(e.starts_with("t.toml:1:1: "), "{e}"); // its [[app]] header
 }
 
@@ -162,4 +163,57 @@ fn threads_default_to_one_and_accept_auto() {
         e.starts_with("t.toml:2:11: ") && e.contains("at least 1"),
         "{e}"
     );
+}
+
+fn static_app(value: &str) -> String {
+    format!("[[app]]\nname = \"s\"\nstatic = {value}\n")
+}
+
+#[test]
+fn static_root_is_canonicalized_and_defaults_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("site")).unwrap();
+    let via_dots = dir.path().join("site/../site");
+    let c = parse_ok(&static_app(&format!(
+        "{{ root = {:?} }}",
+        via_dots.display().to_string()
+    )));
+    assert_eq!(c.apps[0].handler.kind(), "static");
+    let shown = format!("{:?}", c.apps[0].handler);
+    let canonical = std::fs::canonicalize(dir.path().join("site")).unwrap();
+    assert!(shown.contains(&format!("{canonical:?}")), "{shown}");
+    assert!(shown.contains("follow_symlinks: false"), "{shown}");
+}
+
+#[test]
+fn bad_static_roots_are_located_at_the_root_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, "x").unwrap();
+    let missing = dir.path().join("missing");
+    for (root, why) in [
+        ("srv/site".to_string(), "is not an absolute path"),
+        (missing.display().to_string(), "does not exist"),
+        (file.display().to_string(), "is not a directory"),
+    ] {
+        let e = parse_err(&static_app(&format!("{{ root = {root:?} }}")));
+        assert!(e.starts_with("t.toml:3:19: "), "{e}");
+        assert!(e.contains("app \"s\": static root"), "{e}");
+        assert!(e.contains(why), "{e}");
+    }
+}
+
+#[test]
+fn static_keys_are_checked() {
+    let e = parse_err(&static_app("{ root = \"/\", index = \"home.html\" }"));
+    assert!(e.contains("index"), "{e}");
+    let e = parse_err(&static_app("{ follow_symlinks = true }"));
+    assert!(e.contains("root"), "{e}");
+}
+
+#[test]
+fn two_handlers_on_one_app_are_refused() {
+    let e = parse_err("[[app]]\nname = \"a\"\nrespond = {}\nstatic = { root = \"/\" }\n");
+    assert!(e.starts_with("t.toml:4:10: "), "{e}");
+    assert!(e.contains("more than one handler"), "{e}");
 }

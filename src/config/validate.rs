@@ -12,6 +12,7 @@ use toml::Spanned;
 use super::file::{AppFile, FileConfig, IdleTimeout, ServerFile};
 use super::{App, Config, Handler, Located, LogTarget, ServerSettings};
 use crate::handlers::respond::Respond;
+use crate::handlers::static_files::StaticFiles;
 use crate::routing::{path, HostPattern, Router};
 
 /// Checks `file` (read from `path`) and builds the [`Config`].
@@ -149,7 +150,7 @@ fn app(
             path_prefix(p).map_err(|e| Located::new(p.span(), format!("app {name:?}: {e}")))?
         }
     };
-    let handler = handler(&name, file, span)?;
+    let handler = handler(&name, &path, file, span)?;
     Ok(App {
         name,
         hosts,
@@ -204,14 +205,36 @@ fn path_prefix(p: &Spanned<String>) -> Result<String, String> {
     })
 }
 
-fn handler(name: &str, file: AppFile, span: std::ops::Range<usize>) -> Result<Handler, Located> {
-    match file.respond {
-        Some(respond) => Ok(Handler::Respond(Respond::from_config(name, respond)?)),
-        None => Err(Located::new(
-            span,
-            format!("app {name:?} has no handler: add exactly one of `respond = {{ ... }}`"),
-        )),
+fn handler(
+    name: &str,
+    prefix: &str,
+    file: AppFile,
+    span: std::ops::Range<usize>,
+) -> Result<Handler, Located> {
+    if let (Some(_), Some(second)) = (&file.respond, &file.static_files) {
+        return Err(Located::new(
+            second.span(),
+            format!(
+                "app {name:?} has more than one handler (`respond` and `static`): keep exactly one, \
+                 or split it into two apps with different hosts or paths"
+            ),
+        ));
     }
+    if let Some(respond) = file.respond {
+        return Ok(Handler::Respond(Respond::from_config(name, respond)?));
+    }
+    if let Some(files) = file.static_files {
+        return Ok(Handler::Static(StaticFiles::from_config(
+            name, prefix, files,
+        )?));
+    }
+    Err(Located::new(
+        span,
+        format!(
+            "app {name:?} has no handler: add exactly one of `respond = {{ ... }}` or \
+             `static = {{ root = \"/srv/site\" }}`"
+        ),
+    ))
 }
 
 fn add_routes(

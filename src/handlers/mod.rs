@@ -4,26 +4,28 @@
 //! client sees when ondemand itself answers (no route, bad path): short plain text saying what
 //! happened, never a silent close.
 
+mod beneath;
 pub mod respond;
+pub mod static_files;
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 
 /// Errors a response body may produce while streaming.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The body type of every response ondemand sends.
-pub type Body = BoxBody<Bytes, BoxError>;
+/// The body type of every response ondemand sends (`Send`, not `Sync`: file bodies are not).
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A body from bytes already in memory.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|e: Infallible| match e {})
-        .boxed()
+        .boxed_unsync()
 }
 
 /// A plain-text response from ondemand itself, e.g. 404 for a request no app matches.

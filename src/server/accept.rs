@@ -132,7 +132,7 @@ where
     let conn_for_service = conn.clone();
     let service = service_fn(move |req| {
         let response = request::handle(req, &shared, &conn_for_service);
-        std::future::ready(Ok::<_, std::convert::Infallible>(response))
+        async move { Ok::<_, std::convert::Infallible>(response.await) }
     });
     let builder = builder(&settings);
     let connection = builder.serve_connection_with_upgrades(io, service);

@@ -2,6 +2,7 @@
 //! route to the app, run its handler, and tie the request's activity to the response body so the
 //! launcher counts it busy until the last byte is sent.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,36 +14,67 @@ use hyper::body::{Frame, Incoming, SizeHint};
 
 use super::io::ConnState;
 use super::Shared;
-use crate::config::Handler;
+use crate::config::{App, Handler};
 use crate::handlers::{plain, Body, BoxError};
 use crate::idle::ActivityGuard;
 use crate::routing::{path, request_host};
 
-/// Answers one request.
-pub fn handle(req: Request<Incoming>, shared: &Shared, conn: &Arc<ConnState>) -> Response<Body> {
+/// Answers one request. The request counts as in flight from this call (before the returned
+/// future first runs) until its response body is sent completely or dropped.
+pub fn handle(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnState>,
+) -> impl Future<Output = Response<Body>> + Send + 'static {
     conn.request_started();
     let in_flight = InFlight {
         _activity: shared.activity.begin(),
         conn: conn.clone(),
     };
-    let response = route_and_answer(&req, shared);
-    response.map(|body| {
-        InFlightBody {
-            inner: body,
-            _in_flight: in_flight,
-        }
-        .boxed()
-    })
+    let shared = shared.clone();
+    async move {
+        let response = route_and_answer(req, &shared).await;
+        response.map(|body| {
+            InFlightBody {
+                inner: body,
+                _in_flight: in_flight,
+            }
+            .boxed_unsync()
+        })
+    }
 }
 
-fn route_and_answer(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
+async fn route_and_answer(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let (app, path) = match route(&req, shared) {
+        Route::To(app, path) => (app, path),
+        Route::Answered(answer) => return answer,
+    };
+    tracing::debug!(app = %app.name, method = %req.method(), path, "request");
+    match &app.handler {
+        Handler::Respond(respond) => respond.response(),
+        Handler::Static(files) => {
+            let (parts, _body) = req.into_parts();
+            files.serve(&app.name, &app.path, &path, parts).await
+        }
+    }
+}
+
+/// Where a request goes: its app and normalized path, or ondemand's own answer when there is none.
+enum Route {
+    To(Arc<App>, String),
+    Answered(Response<Body>),
+}
+
+fn route(req: &Request<Incoming>, shared: &Shared) -> Route {
     let config = shared.config.load();
     if config.load_error.is_some() {
-        return unusable_config(&config.path);
+        return Route::Answered(unusable_config(&config.path));
     }
     let host = match host_of(req) {
         Ok(host) => host,
-        Err(why) => return plain(StatusCode::BAD_REQUEST, format!("ondemand: {why}\n")),
+        Err(why) => {
+            return Route::Answered(plain(StatusCode::BAD_REQUEST, format!("ondemand: {why}\n")))
+        }
     };
     let raw_path = if req.method() == Method::OPTIONS && req.uri() == "*" {
         "/"
@@ -52,10 +84,10 @@ fn route_and_answer(req: &Request<Incoming>, shared: &Shared) -> Response<Body> 
     let path = match path::normalize(raw_path) {
         Ok(p) => p,
         Err(why) => {
-            return plain(
+            return Route::Answered(plain(
                 StatusCode::BAD_REQUEST,
                 format!("ondemand: bad request path: {why}\n"),
-            )
+            ))
         }
     };
     let Some(app) = config
@@ -68,18 +100,15 @@ fn route_and_answer(req: &Request<Incoming>, shared: &Shared) -> Response<Body> 
             path,
             "no app matches"
         );
-        return plain(
+        return Route::Answered(plain(
             StatusCode::NOT_FOUND,
             format!(
                 "ondemand: no app for host {} and path {path}\n",
                 host.as_deref().unwrap_or("(none)")
             ),
-        );
+        ));
     };
-    tracing::debug!(app = %app.name, method = %req.method(), path, "request");
-    match &app.handler {
-        Handler::Respond(respond) => respond.response(),
-    }
+    Route::To(app, path)
 }
 
 /// The request's host for routing: the URI authority (HTTP/2, absolute-form) or the Host header.

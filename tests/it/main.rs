@@ -8,6 +8,7 @@ mod activation;
 mod cli;
 mod http;
 mod idle;
+mod static_files;
 mod support;
 mod systemd;
 mod xinetd;

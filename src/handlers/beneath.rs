@@ -1,0 +1,204 @@
+//! Opening files only beneath a root directory, for the `static` handler's `ServeDir`.
+//!
+//! Every path is resolved by the kernel with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`
+//! relative to the root's descriptor, so no `..`, symlink or magic link (`/proc/self/fd/...`) can
+//! lead out of the root, not even one swapped in between a check and the open. An absolute symlink
+//! that stays inside the root is followed through its canonical path, opened with no symlinks
+//! allowed at all. Anything outside the root is "not found", and so is anything that is neither a
+//! regular file nor a directory (a FIFO or a device is never read).
+
+use std::fs::File as StdFile;
+use std::future::Future;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
+use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
+use tower_http::services::fs::{Backend, File};
+
+/// A [`Backend`] confined to one directory.
+#[derive(Debug, Clone)]
+pub struct Beneath {
+    root: Arc<Root>,
+}
+
+#[derive(Debug)]
+struct Root {
+    /// Canonical path; `ServeDir` asks for paths below it.
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+type Boxed<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
+
+impl Beneath {
+    /// Opens the (canonical, existing) directory `root`.
+    pub fn new(root: &Path) -> io::Result<Beneath> {
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_PATH | nix::libc::O_DIRECTORY)
+            .open(root)?;
+        Ok(Beneath {
+            root: Arc::new(Root {
+                path: root.to_path_buf(),
+                fd: dir.into(),
+            }),
+        })
+    }
+}
+
+impl Backend for Beneath {
+    type File = BeneathFile;
+    type Metadata = std::fs::Metadata;
+    type OpenFuture = Boxed<BeneathFile>;
+    type MetadataFuture = Boxed<std::fs::Metadata>;
+
+    fn open(&self, path: PathBuf) -> Self::OpenFuture {
+        let root = self.root.clone();
+        Box::pin(async move {
+            let file = blocking(move || root.open_file(&path)).await?;
+            Ok(BeneathFile(tokio::fs::File::from_std(file)))
+        })
+    }
+
+    fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
+        let root = self.root.clone();
+        Box::pin(blocking(move || root.metadata(&path)))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(io::Error::other)?
+}
+
+impl Root {
+    /// A regular file, opened for reading.
+    fn open_file(&self, path: &Path) -> io::Result<StdFile> {
+        // O_NONBLOCK: opening a FIFO must not hang (it is refused below); no effect on files.
+        let flags = OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
+        let file = StdFile::from(self.open(path, flags)?);
+        if !file.metadata()?.is_file() {
+            return Err(not_found());
+        }
+        Ok(file)
+    }
+
+    fn metadata(&self, path: &Path) -> io::Result<std::fs::Metadata> {
+        let meta = StdFile::from(self.open(path, OFlag::O_PATH)?).metadata()?;
+        if meta.is_file() || meta.is_dir() {
+            Ok(meta)
+        } else {
+            Err(not_found())
+        }
+    }
+
+    fn open(&self, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+        let beneath = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+        match self.openat2(self.relative(path)?, flags, beneath) {
+            // Leads out of the root, or through an absolute symlink: decide by where it ends.
+            Err(Errno::EXDEV) => self.open_canonical(path, flags),
+            // No openat2 (Linux before 5.6, or a seccomp filter): check, then open.
+            Err(Errno::ENOSYS) => self.open_checked(path, flags),
+            other => other.map_err(io_error),
+        }
+    }
+
+    /// Opens the canonical form of `path` if it is inside the root, refusing any symlink met on
+    /// the way (one that appeared since the canonicalization).
+    fn open_canonical(&self, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+        let canonical = std::fs::canonicalize(path)?;
+        let no_links = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS;
+        self.openat2(self.relative(&canonical)?, flags, no_links)
+            .map_err(io_error)
+    }
+
+    /// Without openat2: canonicalize, check containment, open the canonical path.
+    fn open_checked(&self, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+        let canonical = std::fs::canonicalize(path)?;
+        self.relative(&canonical)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags((flags | OFlag::O_NOFOLLOW).bits())
+            .open(&canonical)?;
+        Ok(file.into())
+    }
+
+    fn openat2(
+        &self,
+        relative: &Path,
+        flags: OFlag,
+        resolve: ResolveFlag,
+    ) -> Result<OwnedFd, Errno> {
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .mode(Mode::empty())
+            .resolve(resolve);
+        openat2(&self.fd, relative, how)
+    }
+
+    /// `path` relative to the root ("." for the root itself); outside the root is not found.
+    fn relative<'a>(&self, path: &'a Path) -> io::Result<&'a Path> {
+        match path.strip_prefix(&self.path) {
+            Ok(rel) if rel.as_os_str().is_empty() => Ok(Path::new(".")),
+            Ok(rel) => Ok(rel),
+            Err(_) => Err(not_found()),
+        }
+    }
+}
+
+fn not_found() -> io::Error {
+    io::ErrorKind::NotFound.into()
+}
+
+/// Escapes and refused symlinks read as "not found"; other errors keep their meaning.
+fn io_error(errno: Errno) -> io::Error {
+    match errno {
+        Errno::EXDEV | Errno::ELOOP => not_found(),
+        e => e.into(),
+    }
+}
+
+/// An open file below the root.
+#[derive(Debug)]
+pub struct BeneathFile(tokio::fs::File);
+
+impl AsyncRead for BeneathFile {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncSeek for BeneathFile {
+    fn start_seek(mut self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
+        Pin::new(&mut self.0).start_seek(position)
+    }
+
+    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        Pin::new(&mut self.0).poll_complete(cx)
+    }
+}
+
+impl File for BeneathFile {
+    type Metadata = std::fs::Metadata;
+    type MetadataFuture<'a> =
+        Pin<Box<dyn Future<Output = io::Result<std::fs::Metadata>> + Send + 'a>>;
+
+    fn metadata(&self) -> Self::MetadataFuture<'_> {
+        Box::pin(self.0.metadata())
+    }
+}
