@@ -10,7 +10,9 @@ use crate::support::{
     bin, free_port, get, read_response, tempdir, wait_for_port, wait_until, write_file, ChildGuard,
 };
 
-const CONFIG: &str = "[server]\nidle_timeout = \"300ms\"\nlog = \"stderr\"\n[[app]]\nname = \"a\"\nrespond = { body = \"activated\\n\" }\n";
+// idle_timeout leaves room for a loaded machine: systemd-socket-activate starts ondemand once, so
+// an instance that idled out between the port probe and the request would leave nothing listening.
+const CONFIG: &str = "[server]\nidle_timeout = \"2s\"\nlog = \"stderr\"\n[[app]]\nname = \"a\"\nrespond = { body = \"activated\\n\" }\n";
 
 fn socket_activate(args: &[&str], config: &std::path::Path, stderr: std::fs::File) -> ChildGuard {
     let child = Command::new("systemd-socket-activate")

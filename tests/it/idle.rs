@@ -239,3 +239,53 @@ fn a_bad_config_answers_503_until_a_reload_fixes_it() {
     od.wait_log("configuration reloaded", Duration::from_secs(10));
     assert_eq!(crate::support::get(port, "a", "/").unwrap().text(), "hi\n");
 }
+
+/// The sd_notify protocol as systemd receives it (the test holds the NOTIFY_SOCKET datagram
+/// socket): READY=1 with a STATUS= line once serving, WATCHDOG=1 when WATCHDOG_USEC asks for it,
+/// and STOPPING=1 with the reason before the idle exit.
+#[test]
+fn sd_notify_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = crate::support::tempdir();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut od = Ondemand::start_on_with_env(
+        &listener,
+        &config("idle_timeout = \"1s\""),
+        &[
+            ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !messages.iter().any(|m: &String| m.contains("STOPPING=1")) {
+        let n = notify.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "no notification within 10 s ({e}); so far {messages:?}\n{}",
+                od.log_text()
+            )
+        });
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(od.wait_exit(Duration::from_secs(10)), 0);
+    let first = &messages[0];
+    assert!(
+        first.contains("READY=1\n") && first.contains("STATUS=serving 1 app on 1 socket"),
+        "{messages:?}"
+    );
+    let pings = messages.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(
+        pings >= 3,
+        "{pings} watchdog pings in 1 s at a 200 ms interval: {messages:?}"
+    );
+    let last = messages.last().unwrap();
+    assert!(
+        last.contains("STOPPING=1\n") && last.contains("STATUS=Stopping: idle for 1s"),
+        "{messages:?}"
+    );
+}

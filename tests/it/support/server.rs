@@ -48,6 +48,15 @@ impl Ondemand {
     /// Starts `ondemand serve` on `listener` passed as fd 3 with LISTEN_FDS=1, the way systemd
     /// does (LISTEN_PID is set by a shell to its own pid, which exec keeps).
     pub fn start_on(listener: &TcpListener, config: &str) -> Ondemand {
+        Ondemand::start_on_with_env(listener, config, &[])
+    }
+
+    /// Like [`start_on`](Self::start_on), with extra environment variables (NOTIFY_SOCKET...).
+    pub fn start_on_with_env(
+        listener: &TcpListener,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Ondemand {
         let dir = tempdir();
         let port = listener.local_addr().unwrap().port();
         let (config, log) = write_config(&dir, config);
@@ -63,6 +72,7 @@ impl Ondemand {
         .arg(&config)
         .env("LISTEN_FDS", "1")
         .env("LISTEN_FDNAMES", "http")
+        .envs(env.iter().copied())
         .stdin(Stdio::null());
         // SAFETY: only dup2 and fcntl (async-signal-safe) between fork and exec.
         unsafe {
