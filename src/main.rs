@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use ondemand::cli::{Cli, Command, ConfigArg, ServeArgs};
-use ondemand::listen::{self, activation, Listeners, NamedListener, Origin};
+use ondemand::listen::{self, activation, Listeners, NamedListener};
 use ondemand::{config, logging};
 
 fn main() -> ExitCode {
@@ -84,12 +84,11 @@ fn serve(args: ServeArgs, mut all: Vec<NamedListener>, under_xinetd: bool) -> Ex
         Ok(l) => l,
         Err(e) => return fail(&format!("{e:#}"), under_xinetd),
     };
-    let origin = if under_xinetd {
-        Origin::Xinetd
-    } else {
-        listeners.origin()
-    };
-    let log = logging::init(&config.server.log, &config.server.log_level, origin);
+    let log = logging::init(
+        &config.server.log,
+        &config.server.log_level,
+        listeners.origin(),
+    );
     if let Some(e) = load_error {
         tracing::error!(
             "{e}. Answering every request with 503 until the file is fixed; then reload \

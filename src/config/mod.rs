@@ -59,28 +59,25 @@ impl Config {
 /// administrator configured.
 fn salvage_log_settings(path: &Path) -> ServerSettings {
     let mut settings = ServerSettings::default();
-    let Ok(table) = std::fs::read_to_string(path).map(|text| text.parse::<toml::Table>()) else {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let Some(server) = text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("server").cloned())
+    else {
         return settings;
     };
-    let server = table
-        .ok()
-        .and_then(|t| t.get("server").and_then(|s| s.as_table()).cloned());
-    let key = |k: &str| {
-        server
-            .as_ref()
-            .and_then(|s| s.get(k))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    if let Ok(file) = toml::from_str::<file::FileConfig>(&format!(
-        "[server]\nlog = {:?}\nlog_level = {:?}\n",
-        key("log").unwrap_or_else(|| "auto".into()),
-        key("log_level").unwrap_or_else(|| "info".into())
-    )) {
-        if let Ok(valid) = validate(path, file) {
-            settings.log = valid.server.log;
-            settings.log_level = valid.server.log_level;
+    // Re-parse just these two keys through the normal path, so they are checked the same way.
+    let mut only = toml::Table::new();
+    for key in ["log", "log_level"] {
+        if let Some(value) = server.get(key) {
+            only.insert(key.to_string(), value.clone());
         }
+    }
+    let wrapped = toml::Table::from_iter([("server".to_string(), toml::Value::Table(only))]);
+    if let Ok(valid) = parse(path, &wrapped.to_string()) {
+        settings.log = valid.server.log;
+        settings.log_level = valid.server.log_level;
     }
     settings
 }

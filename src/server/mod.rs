@@ -156,12 +156,11 @@ async fn wait_for_stop(shared: &Shared, signals: &mut Signals, log: &LogHandle) 
 async fn reload(shared: &Shared, log: &LogHandle) {
     let path = shared.config.load().path.clone();
     let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await;
-    let new = match loaded {
-        Ok(Ok(new)) => new,
-        Ok(Err(e)) => {
-            tracing::error!("reload failed, keeping the running configuration: {e}");
-            return;
-        }
+    let new = match loaded
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        Ok(new) => new,
         Err(e) => {
             tracing::error!("reload failed, keeping the running configuration: {e}");
             return;
