@@ -7,7 +7,8 @@
 //! - [`listen`]: the sockets, from systemd, xinetd or `--listen`.
 //! - [`server`]: accepting, serving HTTP/1.1 and h2c, the head deadlines, the stop sequence.
 //! - [`routing`]: Host + path → app, and request-path normalization.
-//! - [`handlers`]: what answers an app's requests (`respond`), and ondemand's own error responses.
+//! - [`handlers`]: what answers an app's requests (`respond`, `static`, `proxy`), and ondemand's own error responses.
+//! - [`proxy`]: forwarding to upstream HTTP/1.1 servers (pools, balancing, headers, WebSocket).
 //! - [`idle`]: activity tracking and the idle timer.
 //! - [`notify`]: sd_notify (READY, STATUS, STOPPING, WATCHDOG).
 //! - [`shutdown`]: the signals that stop and reload.
@@ -20,6 +21,7 @@ pub mod idle;
 pub mod listen;
 pub mod logging;
 pub mod notify;
+pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod shutdown;

@@ -37,6 +37,7 @@ pub struct ServerFile {
     pub threads: Option<Spanned<Threads>>,
     pub log: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,
+    pub trusted_proxies: Option<Spanned<Vec<String>>>,
 }
 
 /// One `[[app]]` table.
@@ -50,6 +51,55 @@ pub struct AppFile {
     pub respond: Option<Spanned<RespondFile>>,
     #[serde(rename = "static")]
     pub static_files: Option<Spanned<StaticFile>>,
+    pub proxy: Option<Spanned<ProxyFile>>,
+}
+
+/// `proxy = { upstream, strip_prefix, timeout, max_body }`: forward to running servers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    pub upstream: Spanned<Upstreams>,
+    pub strip_prefix: Option<bool>,
+    pub timeout: Option<HumanDuration>,
+    pub max_body: Option<ByteSize>,
+}
+
+/// `upstream`: one address, or a list of addresses and `{ url, weight }` tables.
+#[derive(Debug)]
+pub struct Upstreams(pub Vec<UpstreamFile>);
+
+/// One upstream as written.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum UpstreamFile {
+    Address(String),
+    Weighted { url: String, weight: u32 },
+}
+
+impl<'de> Deserialize<'de> for Upstreams {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Upstreams;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "an address like \"http://127.0.0.1:9000\" or \"unix:/run/app.sock\", \
+                     or a list of addresses and { url = \"...\", weight = N } tables",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Upstreams, E> {
+                Ok(Upstreams(vec![UpstreamFile::Address(v.to_string())]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Upstreams, A::Error> {
+                let mut all = Vec::new();
+                while let Some(item) = seq.next_element::<UpstreamFile>()? {
+                    all.push(item);
+                }
+                Ok(Upstreams(all))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `static = { root, follow_symlinks, precompressed }`: files under a directory.

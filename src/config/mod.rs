@@ -5,7 +5,7 @@
 //! headers) and builds the route table. Every error names the file, line and column.
 
 mod file;
-pub use file::{RespondFile, StaticFile};
+pub use file::{ProxyFile, RespondFile, StaticFile, UpstreamFile};
 mod validate;
 
 use std::fmt;
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::handlers::proxy::Proxy;
 use crate::handlers::respond::Respond;
 use crate::handlers::static_files::StaticFiles;
 use crate::routing::{HostPattern, Router};
@@ -97,6 +98,7 @@ impl Default for ServerSettings {
             threads: Some(1),
             log: LogTarget::Auto,
             log_level: "info".to_string(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -126,6 +128,15 @@ pub struct ServerSettings {
     pub log: LogTarget,
     /// A tracing filter such as "info" or "info,ondemand=debug".
     pub log_level: String,
+    /// Peers whose X-Forwarded-* and Forwarded fields are kept and appended to.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl ServerSettings {
+    /// True when `peer` is one of the configured trusted proxies.
+    pub fn is_trusted(&self, peer: Option<std::net::IpAddr>) -> bool {
+        peer.is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(&ip)))
+    }
 }
 
 /// Where log lines go.
@@ -154,6 +165,7 @@ pub struct App {
 pub enum Handler {
     Respond(Respond),
     Static(StaticFiles),
+    Proxy(Proxy),
 }
 
 impl Handler {
@@ -162,6 +174,7 @@ impl Handler {
         match self {
             Handler::Respond(_) => "respond",
             Handler::Static(_) => "static",
+            Handler::Proxy(_) => "proxy",
         }
     }
 }

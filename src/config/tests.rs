@@ -94,7 +94,8 @@ fn duplicate_name_is_refused() {
 fn app_without_handler_is_refused() {
     let e = parse_err("[[app]]\nname = \"a\"\n");
     assert!(e.contains("has no handler"), "{e}");
-    assert!(e.contains("`respond = { ... }` or `static"), "{e}");
+    assert!(e.contains("`respond = { ... }`, `static"), "{e}");
+    assert!(e.contains("or `proxy = { upstream"), "{e}");
     assert!(e.starts_with("t.toml:1:1: "), "{e}"); // its [[app]] header
 }
 

@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::file::{AppFile, FileConfig, IdleTimeout, ServerFile};
 use super::{App, Config, Handler, Located, LogTarget, ServerSettings};
+use crate::handlers::proxy::Proxy;
 use crate::handlers::respond::Respond;
 use crate::handlers::static_files::StaticFiles;
 use crate::routing::{path, HostPattern, Router};
@@ -75,6 +76,10 @@ fn server_settings(s: ServerFile) -> Result<ServerSettings, Located> {
             Some(level) => log_level(level)?,
             None => d.log_level,
         },
+        trusted_proxies: match s.trusted_proxies {
+            Some(list) => trusted_proxies(list)?,
+            None => d.trusted_proxies,
+        },
     })
 }
 
@@ -116,6 +121,26 @@ fn log_level(value: Spanned<String>) -> Result<String, Located> {
             )
         })?;
     Ok(value.into_inner())
+}
+
+/// `trusted_proxies = ["10.0.0.0/8", "192.0.2.1"]`: addresses or CIDR networks.
+fn trusted_proxies(list: Spanned<Vec<String>>) -> Result<Vec<ipnet::IpNet>, Located> {
+    list.get_ref()
+        .iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    Located::new(
+                        list.span(),
+                        format!(
+                            "trusted_proxies: {text:?} is not an IP address or network \
+                             (write it like \"192.0.2.10\" or \"10.0.0.0/8\")"
+                        ),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn app(
@@ -211,11 +236,19 @@ fn handler(
     file: AppFile,
     span: std::ops::Range<usize>,
 ) -> Result<Handler, Located> {
-    if let (Some(_), Some(second)) = (&file.respond, &file.static_files) {
+    let given: Vec<(&str, std::ops::Range<usize>)> = [
+        ("respond", file.respond.as_ref().map(Spanned::span)),
+        ("static", file.static_files.as_ref().map(Spanned::span)),
+        ("proxy", file.proxy.as_ref().map(Spanned::span)),
+    ]
+    .into_iter()
+    .filter_map(|(kind, span)| span.map(|s| (kind, s)))
+    .collect();
+    if let [(first, _), (second, second_span), ..] = given.as_slice() {
         return Err(Located::new(
-            second.span(),
+            second_span.clone(),
             format!(
-                "app {name:?} has more than one handler (`respond` and `static`): keep exactly one, \
+                "app {name:?} has more than one handler (`{first}` and `{second}`): keep exactly one, \
                  or split it into two apps with different hosts or paths"
             ),
         ));
@@ -228,11 +261,14 @@ fn handler(
             name, prefix, files,
         )?));
     }
+    if let Some(proxy) = file.proxy {
+        return Ok(Handler::Proxy(Proxy::from_config(name, proxy)?));
+    }
     Err(Located::new(
         span,
         format!(
-            "app {name:?} has no handler: add exactly one of `respond = {{ ... }}` or \
-             `static = {{ root = \"/srv/site\" }}`"
+            "app {name:?} has no handler: add exactly one of `respond = {{ ... }}`, \
+             `static = {{ root = \"/srv/site\" }}` or `proxy = {{ upstream = \"http://127.0.0.1:9000\" }}`"
         ),
     ))
 }

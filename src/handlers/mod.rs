@@ -5,6 +5,7 @@
 //! happened, never a silent close.
 
 mod beneath;
+pub mod proxy;
 pub mod respond;
 pub mod static_files;
 

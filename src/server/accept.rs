@@ -107,7 +107,10 @@ fn spawn_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // Counted as activity from this moment: the launcher must not exit under a client about to speak.
-    let conn = Arc::new(ConnState::new(ctx.shared.activity.begin()));
+    let conn = Arc::new(ConnState::new(
+        ctx.shared.activity.begin(),
+        peer.map(|p| p.ip().to_canonical()),
+    ));
     let ctx2 = ctx.clone();
     ctx.tasks.spawn(async move {
         serve_connection(stream, conn, &ctx2).await;

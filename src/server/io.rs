@@ -26,6 +26,8 @@ use crate::idle::ActivityGuard;
 /// What the server knows about one connection, shared by its reads and its requests.
 #[derive(Debug, Default)]
 pub struct ConnState {
+    /// The client's address; `None` for a unix-socket peer.
+    pub peer: Option<std::net::IpAddr>,
     /// Requests whose response has not been sent completely.
     in_service: AtomicUsize,
     /// Requests completed so far; a change starts a new wait for the next head.
@@ -42,8 +44,9 @@ pub struct ConnState {
 }
 
 impl ConnState {
-    pub fn new(until_first_request: ActivityGuard) -> Self {
+    pub fn new(until_first_request: ActivityGuard, peer: Option<std::net::IpAddr>) -> Self {
         ConnState {
+            peer,
             until_first_request: Mutex::new(Some(until_first_request)),
             ..Default::default()
         }

@@ -17,6 +17,7 @@ use super::Shared;
 use crate::config::{App, Handler};
 use crate::handlers::{plain, Body, BoxError};
 use crate::idle::ActivityGuard;
+use crate::proxy::headers;
 use crate::routing::{path, request_host};
 
 /// Answers one request. The request counts as in flight from this call (before the returned
@@ -32,8 +33,9 @@ pub fn handle(
         conn: conn.clone(),
     };
     let shared = shared.clone();
+    let peer = conn.peer;
     async move {
-        let response = route_and_answer(req, &shared).await;
+        let response = route_and_answer(req, &shared, peer).await;
         response.map(|body| {
             InFlightBody {
                 inner: body,
@@ -44,9 +46,18 @@ pub fn handle(
     }
 }
 
-async fn route_and_answer(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
-    let (app, path) = match route(&req, shared) {
-        Route::To(app, path) => (app, path),
+async fn route_and_answer(
+    req: Request<Incoming>,
+    shared: &Shared,
+    peer: Option<std::net::IpAddr>,
+) -> Response<Body> {
+    let (app, path, host, trusted) = match route(&req, shared, peer) {
+        Route::To {
+            app,
+            path,
+            host,
+            trusted,
+        } => (app, path, host, trusted),
         Route::Answered(answer) => return answer,
     };
     tracing::debug!(app = %app.name, method = %req.method(), path, "request");
@@ -56,16 +67,34 @@ async fn route_and_answer(req: Request<Incoming>, shared: &Shared) -> Response<B
             let (parts, _body) = req.into_parts();
             files.serve(&app.name, &app.path, &path, parts).await
         }
+        Handler::Proxy(proxy) => {
+            let client = headers::Client {
+                addr: peer,
+                proto: "http",
+                host,
+                trusted,
+            };
+            proxy
+                .serve(&app.name, &app.path, &path, req, client, &shared.activity)
+                .await
+        }
     }
 }
 
 /// Where a request goes: its app and normalized path, or ondemand's own answer when there is none.
 enum Route {
-    To(Arc<App>, String),
+    To {
+        app: Arc<App>,
+        path: String,
+        /// The host as the client sent it (for X-Forwarded-Host).
+        host: Option<String>,
+        /// The peer is a trusted proxy.
+        trusted: bool,
+    },
     Answered(Response<Body>),
 }
 
-fn route(req: &Request<Incoming>, shared: &Shared) -> Route {
+fn route(req: &Request<Incoming>, shared: &Shared, peer: Option<std::net::IpAddr>) -> Route {
     let config = shared.config.load();
     if config.load_error.is_some() {
         return Route::Answered(unusable_config(&config.path));
@@ -108,7 +137,25 @@ fn route(req: &Request<Incoming>, shared: &Shared) -> Route {
             ),
         ));
     };
-    Route::To(app, path)
+    Route::To {
+        app,
+        path,
+        host: raw_host(req),
+        trusted: config.server.is_trusted(peer),
+    }
+}
+
+/// The host exactly as the client wrote it, port included (for X-Forwarded-Host and Forwarded).
+fn raw_host(req: &Request<Incoming>) -> Option<String> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(String::from)
+        })
 }
 
 /// The request's host for routing: the URI authority (HTTP/2, absolute-form) or the Host header.

@@ -8,6 +8,7 @@ mod activation;
 mod cli;
 mod http;
 mod idle;
+mod proxy;
 mod static_files;
 mod support;
 mod systemd;

@@ -6,6 +6,7 @@
 
 pub mod nspawn;
 pub mod server;
+pub mod upstream;
 pub mod xinetd;
 
 use std::io::{Read, Write};

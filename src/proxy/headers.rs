@@ -1,0 +1,373 @@
+//! The header rewriting a proxy owes the next hop, as pure functions (RFC 9110 §7.6.1, RFC 7239).
+//!
+//! Towards the upstream: hop-by-hop fields are removed (`Connection` and every field it names,
+//! `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Connection`), then
+//! `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded` are set. What a
+//! client sent in those four is replaced, unless the client is a trusted proxy: then its values
+//! are kept and this hop is appended. `Host` passes through.
+//!
+//! Two fields are re-declared for the next hop after removal, because this hop still needs them:
+//! `Upgrade` + `Connection: upgrade` for a protocol switch (WebSocket), and `Trailer` when the
+//! message carried one (hyper only sends the trailer fields a `Trailer` header announces).
+//! `TE: trailers` is passed on when the client sent it, as RFC 9110 §10.1.4 allows.
+
+use std::net::IpAddr;
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, FORWARDED, HOST, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
+
+/// Fields that only concern one connection, whatever `Connection` says.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Who sent a request, as far as this hop knows.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The peer's address; `None` for a unix-socket peer.
+    pub addr: Option<IpAddr>,
+    /// "http" or "https": how the request reached ondemand.
+    pub proto: &'static str,
+    /// The host the client asked for (Host or :authority), if any.
+    pub host: Option<String>,
+    /// True when the peer is a configured trusted proxy: its X-Forwarded-* and Forwarded are kept.
+    pub trusted: bool,
+}
+
+/// True when the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE) && connection_tokens(headers).any(|t| t == "upgrade")
+}
+
+/// The comma-separated tokens of every `Connection` field, lower-cased.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes the hop-by-hop fields (RFC 9110 §7.6.1): those listed above and those `Connection` names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = connection_tokens(headers).collect();
+    for name in named {
+        // A Connection token naming an end-to-end field we need (Host) is ignored, as nginx does.
+        if name != "host" {
+            headers.remove(name.as_str());
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Rewrites a request's header fields for the upstream (see the module docs).
+pub fn for_upstream(headers: &mut HeaderMap, client: &Client, upgrade: bool) {
+    let upgrade_protocol = upgrade.then(|| headers.get(UPGRADE).cloned()).flatten();
+    let trailer = headers.get(TRAILER).cloned();
+    let te_trailers = headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    remove_hop_by_hop(headers);
+    if let Some(protocol) = upgrade_protocol {
+        headers.insert(UPGRADE, protocol);
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if let Some(trailer) = trailer {
+        headers.insert(TRAILER, trailer);
+    }
+    if te_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    // The client may wait for 100 Continue; ondemand's server sends it when the body is first
+    // read, so the upstream must not be asked to (hyper's client never waits for it).
+    headers.remove(http::header::EXPECT);
+    set_forwarded(headers, client);
+}
+
+/// Rewrites a response's header fields for the client: hop-by-hop removed, except what a
+/// protocol switch (101) needs, and the `Trailer` announcement (see the module docs).
+pub fn for_client(headers: &mut HeaderMap, switching_protocols: bool) {
+    let upgrade = switching_protocols
+        .then(|| headers.get(UPGRADE).cloned())
+        .flatten();
+    let trailer = headers.get(TRAILER).cloned();
+    remove_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(UPGRADE, protocol);
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if let Some(trailer) = trailer {
+        headers.insert(TRAILER, trailer);
+    }
+    debug_assert!(!headers.contains_key(TRANSFER_ENCODING));
+}
+
+fn set_forwarded(headers: &mut HeaderMap, client: &Client) {
+    let host = client.host.clone().or_else(|| {
+        headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(String::from)
+    });
+    if !client.trusted {
+        for name in [
+            X_FORWARDED_FOR,
+            X_FORWARDED_PROTO,
+            X_FORWARDED_HOST,
+            FORWARDED,
+        ] {
+            headers.remove(name);
+        }
+    }
+    if let Some(addr) = client.addr {
+        append_list(headers, X_FORWARDED_FOR, &addr.to_string());
+    }
+    set_if_absent(headers, X_FORWARDED_PROTO, client.proto);
+    if let Some(host) = &host {
+        set_if_absent(headers, X_FORWARDED_HOST, host);
+    }
+    append_list(
+        headers,
+        FORWARDED,
+        &forwarded_element(client, host.as_deref()),
+    );
+}
+
+/// One `Forwarded` element (RFC 7239 §4): `for=...;proto=...;host=...`.
+fn forwarded_element(client: &Client, host: Option<&str>) -> String {
+    let node = match client.addr {
+        Some(IpAddr::V4(a)) => a.to_string(),
+        Some(IpAddr::V6(a)) => format!("\"[{a}]\""),
+        None => "unknown".to_string(),
+    };
+    let mut element = format!("for={node};proto={}", client.proto);
+    if let Some(host) = host {
+        element.push_str(";host=");
+        element.push_str(&quote_if_needed(host));
+    }
+    element
+}
+
+/// A token as is; anything else as a quoted-string (RFC 7230 §3.2.6).
+fn quote_if_needed(value: &str) -> String {
+    let token = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if token {
+        value.to_string()
+    } else {
+        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("\"{escaped}\"")
+    }
+}
+
+/// Appends `item` to the comma-separated list in field `name` (merging repeated fields).
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    let existing: Vec<&str> = headers
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if existing.is_empty() {
+        item.to_string()
+    } else {
+        format!("{}, {item}", existing.join(", "))
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(name, value);
+    }
+}
+
+fn set_if_absent(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if !headers.contains_key(&name) {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn client(trusted: bool) -> Client {
+        Client {
+            addr: Some("192.0.2.7".parse().unwrap()),
+            proto: "http",
+            host: Some("app.example".into()),
+            trusted,
+        }
+    }
+
+    fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+        h.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_removed() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, X-Secret , close"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("host", "app.example"),
+            ("x-end-to-end", "stays"),
+        ]);
+        for_upstream(&mut h, &client(false), false);
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret",
+            "proxy-connection",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} must be removed");
+        }
+        assert_eq!(get(&h, "host"), Some("app.example"));
+        assert_eq!(get(&h, "x-end-to-end"), Some("stays"));
+    }
+
+    #[test]
+    fn connection_cannot_remove_host() {
+        let mut h = headers(&[("connection", "host"), ("host", "app.example")]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(get(&h, "host"), Some("app.example"));
+    }
+
+    #[test]
+    fn untrusted_forwarding_fields_are_replaced() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        for_upstream(&mut h, &client(false), false);
+        assert_eq!(get(&h, "x-forwarded-for"), Some("192.0.2.7"));
+        assert_eq!(get(&h, "x-forwarded-proto"), Some("http"));
+        assert_eq!(get(&h, "x-forwarded-host"), Some("app.example"));
+        assert_eq!(
+            get(&h, "forwarded"),
+            Some("for=192.0.2.7;proto=http;host=app.example")
+        );
+    }
+
+    #[test]
+    fn trusted_forwarding_fields_are_kept_and_appended_to() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "public.example"),
+            ("forwarded", "for=203.0.113.9;proto=https"),
+        ]);
+        for_upstream(&mut h, &client(true), false);
+        assert_eq!(
+            get(&h, "x-forwarded-for"),
+            Some("203.0.113.9, 198.51.100.1, 192.0.2.7")
+        );
+        assert_eq!(get(&h, "x-forwarded-proto"), Some("https"));
+        assert_eq!(get(&h, "x-forwarded-host"), Some("public.example"));
+        assert_eq!(
+            get(&h, "forwarded"),
+            Some("for=203.0.113.9;proto=https, for=192.0.2.7;proto=http;host=app.example")
+        );
+    }
+
+    #[test]
+    fn ipv6_and_unix_peers_in_forwarded() {
+        let mut c = client(false);
+        c.addr = Some("2001:db8::1".parse().unwrap());
+        c.host = Some("app.example:8080".into());
+        let mut h = HeaderMap::new();
+        for_upstream(&mut h, &c, false);
+        assert_eq!(
+            get(&h, "forwarded"),
+            Some("for=\"[2001:db8::1]\";proto=http;host=\"app.example:8080\"")
+        );
+        c.addr = None;
+        let mut h = HeaderMap::new();
+        for_upstream(&mut h, &c, false);
+        assert!(!h.contains_key("x-forwarded-for"));
+        assert!(get(&h, "forwarded").unwrap().starts_with("for=unknown;"));
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_upgrade_fields() {
+        let mut h = headers(&[
+            ("connection", "Upgrade, keep-alive"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "abc"),
+        ]);
+        assert!(wants_upgrade(&h));
+        for_upstream(&mut h, &client(false), true);
+        assert_eq!(get(&h, "upgrade"), Some("websocket"));
+        assert_eq!(get(&h, "connection"), Some("upgrade"));
+        assert_eq!(get(&h, "sec-websocket-key"), Some("abc"));
+        assert!(!wants_upgrade(&headers(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn trailers_are_announced_again_and_te_trailers_passed_on() {
+        let mut h = headers(&[
+            ("trailer", "x-checksum"),
+            ("te", "trailers, deflate"),
+            ("expect", "100-continue"),
+        ]);
+        for_upstream(&mut h, &client(false), false);
+        assert_eq!(get(&h, "trailer"), Some("x-checksum"));
+        assert_eq!(get(&h, "te"), Some("trailers"));
+        assert!(!h.contains_key("expect"));
+    }
+
+    #[test]
+    fn responses_lose_hop_by_hop_except_on_a_switch() {
+        let mut h = headers(&[
+            ("connection", "x-foo"),
+            ("x-foo", "1"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "websocket"),
+        ]);
+        for_client(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = headers(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        for_client(&mut h, true);
+        assert_eq!(get(&h, "upgrade"), Some("websocket"));
+    }
+}

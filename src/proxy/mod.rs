@@ -1,0 +1,398 @@
+//! Forwarding a request to an upstream HTTP/1.1 server and its response back: what the `proxy`
+//! handler does, and what an on-demand app's requests go through once the app runs.
+//!
+//! - [`upstream`]: one upstream's address, connection pool, in-flight count and liveness.
+//! - [`balance`]: choosing among several upstreams.
+//! - [`headers`]: the header rewriting (hop-by-hop, X-Forwarded-*, Forwarded).
+//! - [`tunnel`]: Upgrade (WebSocket) pass-through.
+//!
+//! Bodies stream both ways with backpressure (hyper's `Incoming` is handed on as it is read), so
+//! a 1 GB upload or download passes in constant memory. Every failure becomes a response with a
+//! short body naming the app and the reason: 502 when the upstream refuses or fails, 504 when it
+//! does not answer within the app's `timeout`, 413 for a body over the app's limit.
+
+pub mod balance;
+pub mod headers;
+mod tunnel;
+pub mod upstream;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_LENGTH, HOST, RETRY_AFTER};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+
+use crate::handlers::{plain, Body, BoxError};
+use crate::idle::Activity;
+use balance::UpstreamSet;
+use upstream::{InFlight, Upstream};
+
+/// What an app's proxying is allowed: set per app in the config.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time from receiving the request to the upstream's response head → 504.
+    pub timeout: Duration,
+    /// Largest request body → 413; `None` = no limit.
+    pub max_body: Option<u64>,
+}
+
+/// One request to forward, with what the proxy needs to know about it.
+pub struct Forward<'a> {
+    pub app: &'a str,
+    /// The path to send upstream (already normalized; the app's prefix already removed if asked).
+    pub path: String,
+    pub client: headers::Client,
+    /// Launcher activity: an open WebSocket tunnel holds a piece of it.
+    pub activity: &'a Activity,
+}
+
+/// Forwards `req` to one of `upstreams` and returns the response (or ondemand's own error answer).
+pub async fn forward(
+    mut req: Request<Incoming>,
+    upstreams: &UpstreamSet,
+    limits: &Limits,
+    fwd: Forward<'_>,
+) -> Response<Body> {
+    if let Some(too_large) = body_too_large(req.headers(), limits, fwd.app) {
+        return too_large;
+    }
+    let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let Some(outgoing) = upstream_request(req, limits, &fwd) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            fwd.app,
+            "the request target cannot be forwarded",
+        );
+    };
+    let mut last_tried = None;
+    let exchange = exchange(outgoing, upstreams, limits, fwd.app, &mut last_tried);
+    let (response, upstream, sender, in_flight) =
+        match tokio::time::timeout(limits.timeout, exchange).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(failure)) => return failure,
+            Err(_) => {
+                let within = humantime::format_duration(limits.timeout);
+                let upstream =
+                    last_tried.map_or_else(String::new, |u: Arc<Upstream>| u.address.to_string());
+                tracing::warn!(
+                    app = fwd.app,
+                    upstream = %upstream,
+                    "upstream did not answer within {within} (timeout)"
+                );
+                return error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    fwd.app,
+                    &format!("the upstream did not answer within {within}"),
+                );
+            }
+        };
+    let (mut parts, body) = response.into_parts();
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    headers::for_client(&mut parts.headers, switching);
+    if switching {
+        let upstream_response = Response::from_parts(parts.clone(), body);
+        return match client_upgrade {
+            Some(client) => {
+                tunnel::spawn(
+                    fwd.app,
+                    client,
+                    upstream_response,
+                    fwd.activity.begin(),
+                    in_flight,
+                );
+                Response::from_parts(parts, crate::handlers::full(Bytes::new()))
+            }
+            None => error_response(
+                StatusCode::BAD_GATEWAY,
+                fwd.app,
+                "the upstream switched protocols without being asked to",
+            ),
+        };
+    }
+    let body = UpstreamBody {
+        inner: body,
+        give_back: Some((upstream, sender)),
+        _in_flight: in_flight,
+    };
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// 413 when the declared Content-Length is over the app's limit (a streamed body over the limit
+/// is caught while it is read).
+fn body_too_large(headers: &HeaderMap, limits: &Limits, app: &str) -> Option<Response<Body>> {
+    let max = limits.max_body?;
+    let declared: u64 = headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?;
+    (declared > max).then(|| too_large(app, max))
+}
+
+fn too_large(app: &str, max: u64) -> Response<Body> {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        app,
+        &format!("the request body is larger than the app's limit of {max} bytes"),
+    )
+}
+
+/// The request as the upstream gets it: origin-form target, HTTP/1.1, headers rewritten.
+fn upstream_request(
+    req: Request<Incoming>,
+    limits: &Limits,
+    fwd: &Forward<'_>,
+) -> Option<Request<Body>> {
+    let (mut parts, body) = req.into_parts();
+    let target = match parts.uri.query() {
+        Some(q) => format!("{}?{q}", fwd.path),
+        None => fwd.path.clone(),
+    };
+    let target = PathAndQuery::try_from(target).ok()?;
+    if !parts.headers.contains_key(HOST) {
+        // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need a Host field.
+        if let Some(host) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, host);
+        }
+    }
+    let upgrade = parts.version == Version::HTTP_11 && headers::wants_upgrade(&parts.headers);
+    headers::for_upstream(&mut parts.headers, &fwd.client, upgrade);
+    parts.uri = Uri::from(target);
+    parts.version = Version::HTTP_11;
+    let body = match limits.max_body {
+        Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed_unsync(),
+        None => body.map_err(BoxError::from).boxed_unsync(),
+    };
+    Some(Request::from_parts(parts, body))
+}
+
+type Exchanged = (
+    Response<Incoming>,
+    Arc<Upstream>,
+    http1::SendRequest<Body>,
+    InFlight,
+);
+
+/// Sends `req` to the first upstream that takes it. A refused connect moves the untouched
+/// request on to the next upstream; once the request has been sent, its fate is that upstream's.
+async fn exchange(
+    req: Request<Body>,
+    upstreams: &UpstreamSet,
+    limits: &Limits,
+    app: &str,
+    last_tried: &mut Option<Arc<Upstream>>,
+) -> Result<Exchanged, Response<Body>> {
+    let retry = retry_template(&req);
+    let mut req = req;
+    let mut tried = Vec::new();
+    let mut refused = None;
+    while let Some(index) = upstreams.pick(&tried) {
+        tried.push(index);
+        let upstream = upstreams.upstreams[index].clone();
+        *last_tried = Some(upstream.clone());
+        let in_flight = upstream.begin();
+        match send(&upstream, req, retry.as_ref()).await {
+            Ok((response, sender)) => return Ok((response, upstream, sender, in_flight)),
+            Err(Failure::Refused(e, back)) => {
+                tracing::warn!(app, upstream = %upstream.address, "{e}");
+                refused = Some(e);
+                req = *back;
+            }
+            Err(Failure::Failed(e)) => return Err(failed(app, &upstream, &e, limits)),
+        }
+    }
+    let why = refused.map_or_else(
+        || "it has no upstream that takes traffic (every weight is 0)".to_string(),
+        |e| e.to_string(),
+    );
+    Err(error_response(StatusCode::BAD_GATEWAY, app, &why))
+}
+
+enum Failure {
+    /// No connection could be made: the request comes back untouched.
+    Refused(upstream::ConnectError, Box<Request<Body>>),
+    /// The request was sent (or partly sent) and failed.
+    Failed(hyper::Error),
+}
+
+/// Sends `req` on a pooled or new connection to `upstream`. A pooled connection found closed
+/// before the request was written gives it back, and it is sent again on a new connection; a
+/// body-less idempotent request whose pooled connection broke mid-way is sent once more too.
+async fn send(
+    upstream: &Upstream,
+    req: Request<Body>,
+    retry: Option<&RetryTemplate>,
+) -> Result<(Response<Incoming>, http1::SendRequest<Body>), Failure> {
+    let conn = match upstream.connection().await {
+        Ok(c) => c,
+        Err(e) => return Err(Failure::Refused(e, Box::new(req))),
+    };
+    let mut sender = conn.sender;
+    let error = match sender.try_send_request(req).await {
+        Ok(response) => return Ok((response, sender)),
+        Err(e) => e,
+    };
+    if !conn.reused {
+        return Err(Failure::Failed(error.into_error()));
+    }
+    let mut error = error;
+    let again = match (error.take_message(), retry) {
+        (Some(req), _) => req,
+        (None, Some(template)) => template.request(),
+        (None, None) => return Err(Failure::Failed(error.into_error())),
+    };
+    let mut sender = match upstream.connect().await {
+        Ok(s) => s,
+        Err(e) => return Err(Failure::Refused(e, Box::new(again))),
+    };
+    match sender.try_send_request(again).await {
+        Ok(response) => Ok((response, sender)),
+        Err(e) => Err(Failure::Failed(e.into_error())),
+    }
+}
+
+/// What it takes to send a body-less GET, HEAD or OPTIONS again.
+struct RetryTemplate {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl RetryTemplate {
+    fn request(&self) -> Request<Body> {
+        let mut req = Request::new(crate::handlers::full(Bytes::new()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+fn retry_template(req: &Request<Body>) -> Option<RetryTemplate> {
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let bodyless = hyper::body::Body::is_end_stream(req.body());
+    (safe && bodyless && !headers::wants_upgrade(req.headers())).then(|| RetryTemplate {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        headers: req.headers().clone(),
+    })
+}
+
+/// The answer for a request the upstream failed, and the log line with its address.
+fn failed(app: &str, upstream: &Upstream, error: &hyper::Error, limits: &Limits) -> Response<Body> {
+    if let (Some(max), true) = (limits.max_body, body_limit_hit(error)) {
+        return too_large(app, max);
+    }
+    let why = if error.is_incomplete_message() || error.is_canceled() {
+        "the upstream closed the connection without a complete response".to_string()
+    } else if error.is_parse() {
+        "the upstream sent a malformed response".to_string()
+    } else if error.is_body_write_aborted() || error.is_user() {
+        format!("the request body could not be sent: {}", error_chain(error))
+    } else {
+        format!(
+            "the exchange with the upstream failed: {}",
+            error_chain(error)
+        )
+    };
+    tracing::warn!(app, upstream = %upstream.address, "{why} ({})", error_chain(error));
+    error_response(StatusCode::BAD_GATEWAY, app, &why)
+}
+
+/// True when the request failed because its body went over the app's limit.
+fn body_limit_hit(error: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// ondemand's own answer for a failed proxy exchange: `ondemand: app "x": <why>`.
+pub fn error_response(status: StatusCode, app: &str, why: &str) -> Response<Body> {
+    let mut resp = plain(status, format!("ondemand: app {app:?}: {why}\n"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// An upstream's response body on its way to the client. Keeps the request counted in flight on
+/// the upstream until it ends, then returns the connection to the pool.
+struct UpstreamBody {
+    inner: Incoming,
+    give_back: Option<(Arc<Upstream>, http1::SendRequest<Body>)>,
+    _in_flight: InFlight,
+}
+
+impl UpstreamBody {
+    fn release(&mut self) {
+        if let Some((upstream, sender)) = self.give_back.take() {
+            upstream.give_back(sender);
+        }
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match polled {
+            Poll::Ready(None) => {
+                self.release();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The upstream broke off mid-body: the connection is not reusable.
+                self.give_back = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            other => other.map(|f| f.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // A body with nothing in it (HEAD, 204, 304) may never be polled.
+        if hyper::body::Body::is_end_stream(&self.inner) {
+            self.release();
+        }
+    }
+}

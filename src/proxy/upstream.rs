@@ -1,0 +1,340 @@
+//! One upstream: where it is (TCP or unix socket), its pool of kept-alive HTTP/1.1 connections,
+//! how many requests it has in flight, and whether it is believed dead.
+//!
+//! Hand-written on hyper's connection-level client rather than hyper-util's pooled `Client`:
+//! a connection is made *before* the request is handed over, so a refused connect gives the
+//! request back untouched and it can go to another upstream (a POST body included), and a pooled
+//! connection found closed hands the request back too. hyper-util's client consumes the request
+//! on every error.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Instant;
+
+use crate::handlers::Body;
+
+/// Idle pooled connections are closed after this: below the keep-alive timeout of common app
+/// servers (gunicorn 2 s, node 5 s), so ondemand rarely reuses a connection the upstream is
+/// closing at that very moment.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Most idle connections kept per upstream.
+const POOL_MAX_IDLE: usize = 256;
+/// How long an upstream that refused a connection is skipped before it is tried again.
+const DEAD_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Where an upstream listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// `http://host:port`; the host is resolved when a connection is made.
+    Tcp { host: String, port: u16 },
+    /// `unix:/path/to.sock`.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp { host, port } if host.contains(':') => {
+                write!(f, "http://[{host}]:{port}")
+            }
+            Address::Tcp { host, port } => write!(f, "http://{host}:{port}"),
+            Address::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl Address {
+    /// Parses `http://host:port` (port defaults to 80) or `unix:/absolute/path`.
+    pub fn parse(text: &str) -> Result<Address, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "upstream {text:?}: a unix socket path must be absolute (unix:/run/app.sock)"
+                ));
+            }
+            return Ok(Address::Unix(PathBuf::from(path)));
+        }
+        if text.starts_with("https://") {
+            return Err(format!(
+                "upstream {text:?}: https upstreams are not supported; use http:// or unix:"
+            ));
+        }
+        let uri: http::Uri = text
+            .parse()
+            .map_err(|e| format!("upstream {text:?}: {e} (write it like \"http://127.0.0.1:9000\" or \"unix:/run/app.sock\")"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!(
+                "upstream {text:?}: write it like \"http://127.0.0.1:9000\" or \"unix:/run/app.sock\""
+            ));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!(
+                "upstream {text:?}: an upstream is an address only, without a path; \
+                 the request's path is sent as is (use strip_prefix to remove the app's path)"
+            ));
+        }
+        let host = uri.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("upstream {text:?} has no host"));
+        }
+        Ok(Address::Tcp {
+            host: host.to_string(),
+            port: uri.port_u16().unwrap_or(80),
+        })
+    }
+}
+
+/// Why no connection could be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to {address}: {source}")]
+pub struct ConnectError {
+    pub address: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// An upstream and its connections.
+pub struct Upstream {
+    pub address: Address,
+    /// Relative share of traffic among the app's upstreams (0 = none unless asked for directly).
+    pub weight: u32,
+    idle: Mutex<Vec<Idle>>,
+    in_flight: AtomicUsize,
+    /// Set when a connect was refused; the upstream is skipped until then.
+    dead_until: Mutex<Option<Instant>>,
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("address", &self.address)
+            .field("weight", &self.weight)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection ready for one request, and whether it came from the pool.
+pub struct Connection {
+    pub sender: http1::SendRequest<Body>,
+    pub reused: bool,
+}
+
+impl Upstream {
+    pub fn new(address: Address, weight: u32) -> Upstream {
+        Upstream {
+            address,
+            weight,
+            idle: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            dead_until: Mutex::new(None),
+        }
+    }
+
+    /// Requests sent to this upstream whose response has not finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the returned guard drops.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// True while the upstream is skipped after a refused connect.
+    pub fn is_dead(&self) -> bool {
+        lock(&self.dead_until).is_some_and(|t| Instant::now() < t)
+    }
+
+    fn mark_dead(&self) {
+        *lock(&self.dead_until) = Some(Instant::now() + DEAD_RETRY_AFTER);
+    }
+
+    fn mark_alive(&self) {
+        lock(&self.dead_until).take();
+    }
+
+    /// A connection from the pool, or a new one.
+    pub async fn connection(&self) -> Result<Connection, ConnectError> {
+        if let Some(sender) = self.pooled() {
+            return Ok(Connection {
+                sender,
+                reused: true,
+            });
+        }
+        self.connect().await.map(|sender| Connection {
+            sender,
+            reused: false,
+        })
+    }
+
+    /// A new connection, never from the pool.
+    pub async fn connect(&self) -> Result<http1::SendRequest<Body>, ConnectError> {
+        match self.open().await {
+            Ok(sender) => {
+                self.mark_alive();
+                Ok(sender)
+            }
+            Err(source) => {
+                self.mark_dead();
+                Err(ConnectError {
+                    address: self.address.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+
+    async fn open(&self) -> std::io::Result<http1::SendRequest<Body>> {
+        match &self.address {
+            Address::Tcp { host, port } => {
+                let stream = connect_tcp(host, *port).await?;
+                let _ = stream.set_nodelay(true);
+                handshake(stream).await
+            }
+            Address::Unix(path) => handshake(UnixStream::connect(path).await?).await,
+        }
+    }
+
+    fn pooled(&self) -> Option<http1::SendRequest<Body>> {
+        let mut idle = lock(&self.idle);
+        while let Some(conn) = idle.pop() {
+            if conn.since.elapsed() < POOL_IDLE_TIMEOUT && conn.sender.is_ready() {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection to the pool once hyper has finished the previous exchange on it.
+    pub fn give_back(self: &Arc<Self>, mut sender: http1::SendRequest<Body>) {
+        let upstream = self.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                let mut idle = lock(&upstream.idle);
+                idle.retain(|c| c.since.elapsed() < POOL_IDLE_TIMEOUT && !c.sender.is_closed());
+                if idle.len() < POOL_MAX_IDLE {
+                    idle.push(Idle {
+                        sender,
+                        since: Instant::now(),
+                    });
+                }
+            }
+        });
+    }
+}
+
+async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return TcpStream::connect(SocketAddr::new(ip, port)).await;
+    }
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other(format!("{host} has no address"))))
+}
+
+async fn handshake<S>(stream: S) -> std::io::Result<http1::SendRequest<Body>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::trace!("upstream connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+/// A request counted in flight on an upstream.
+pub struct InFlight(Arc<Upstream>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            Address::parse("http://127.0.0.1:9000").unwrap(),
+            Address::Tcp {
+                host: "127.0.0.1".into(),
+                port: 9000
+            }
+        );
+        assert_eq!(
+            Address::parse("http://[::1]:9000/").unwrap().to_string(),
+            "http://[::1]:9000"
+        );
+        assert_eq!(
+            Address::parse("http://backend").unwrap(),
+            Address::Tcp {
+                host: "backend".into(),
+                port: 80
+            }
+        );
+        assert_eq!(
+            Address::parse("unix:/run/app.sock").unwrap(),
+            Address::Unix("/run/app.sock".into())
+        );
+        for bad in [
+            "unix:run/app.sock",
+            "https://x:1",
+            "ftp://x",
+            "http://x:1/base",
+            "127.0.0.1:9000",
+        ] {
+            assert!(Address::parse(bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_marks_the_upstream_dead_for_a_while() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let up = Upstream::new(
+            Address::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+            1,
+        );
+        assert!(!up.is_dead());
+        let err = up.connection().await.err().unwrap();
+        assert!(err
+            .to_string()
+            .contains("cannot connect to http://127.0.0.1:"));
+        assert!(up.is_dead());
+    }
+}
