@@ -9,11 +9,13 @@
 //! - [`routing`]: Host + path → app, and request-path normalization.
 //! - [`handlers`]: what answers an app's requests (`respond`, `static`, `proxy`), and ondemand's own error responses.
 //! - [`proxy`]: forwarding to upstream HTTP/1.1 servers (pools, balancing, headers, WebSocket).
+//! - [`apps`]: on-demand app processes (`run`): start, readiness, idle stop, crashes, bulkheads.
 //! - [`idle`]: activity tracking and the idle timer.
 //! - [`notify`]: sd_notify (READY, STATUS, STOPPING, WATCHDOG).
 //! - [`shutdown`]: the signals that stop and reload.
 //! - [`logging`]: stderr, syslog or a file, per mode.
 
+pub mod apps;
 pub mod cli;
 pub mod config;
 pub mod handlers;

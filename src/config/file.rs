@@ -38,6 +38,7 @@ pub struct ServerFile {
     pub log: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,
     pub trusted_proxies: Option<Spanned<Vec<String>>>,
+    pub runtime_dir: Option<Spanned<String>>,
 }
 
 /// One `[[app]]` table.
@@ -52,6 +53,35 @@ pub struct AppFile {
     #[serde(rename = "static")]
     pub static_files: Option<Spanned<StaticFile>>,
     pub proxy: Option<Spanned<ProxyFile>>,
+    pub run: Option<Spanned<RunFile>>,
+}
+
+/// `[app.run]`: an app process ondemand starts on demand (checked in `apps/spec.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunFile {
+    pub command: Spanned<Vec<String>>,
+    pub listen: Option<Spanned<String>>,
+    pub ready: Option<Spanned<String>>,
+    pub start_timeout: Option<HumanDuration>,
+    pub idle_timeout: Option<HumanDuration>,
+    pub stop_timeout: Option<HumanDuration>,
+    pub user: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub working_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, Spanned<String>>,
+    pub nice: Option<Spanned<i32>>,
+    pub io_priority: Option<Spanned<String>>,
+    pub memory_limit: Option<ByteSize>,
+    pub open_files_limit: Option<u64>,
+    pub max_concurrency: Option<Spanned<usize>>,
+    pub max_queue: Option<Spanned<usize>>,
+    pub queue_timeout: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+    pub max_body: Option<ByteSize>,
+    pub strip_prefix: Option<bool>,
+    pub instances: Option<Spanned<usize>>,
 }
 
 /// `proxy = { upstream, strip_prefix, timeout, max_body }`: forward to running servers.

@@ -5,7 +5,7 @@
 //! headers) and builds the route table. Every error names the file, line and column.
 
 mod file;
-pub use file::{ProxyFile, RespondFile, StaticFile, UpstreamFile};
+pub use file::{ProxyFile, RespondFile, RunFile, StaticFile, UpstreamFile};
 mod validate;
 
 use std::fmt;
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::handlers::proxy::Proxy;
 use crate::handlers::respond::Respond;
+use crate::handlers::run::Run;
 use crate::handlers::static_files::StaticFiles;
 use crate::routing::{HostPattern, Router};
 
@@ -99,6 +100,7 @@ impl Default for ServerSettings {
             log: LogTarget::Auto,
             log_level: "info".to_string(),
             trusted_proxies: Vec::new(),
+            runtime_dir: default_runtime_dir(),
         }
     }
 }
@@ -130,6 +132,16 @@ pub struct ServerSettings {
     pub log_level: String,
     /// Peers whose X-Forwarded-* and Forwarded fields are kept and appended to.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where the sockets ondemand binds for its apps live.
+    pub runtime_dir: PathBuf,
+}
+
+/// systemd's `RuntimeDirectory=` (in `$RUNTIME_DIRECTORY`), else /run/ondemand.
+fn default_runtime_dir() -> PathBuf {
+    std::env::var_os("RUNTIME_DIRECTORY")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/run/ondemand"))
 }
 
 impl ServerSettings {
@@ -166,6 +178,7 @@ pub enum Handler {
     Respond(Respond),
     Static(StaticFiles),
     Proxy(Proxy),
+    Run(Run),
 }
 
 impl Handler {
@@ -175,6 +188,7 @@ impl Handler {
             Handler::Respond(_) => "respond",
             Handler::Static(_) => "static",
             Handler::Proxy(_) => "proxy",
+            Handler::Run(_) => "run",
         }
     }
 }

@@ -95,7 +95,8 @@ fn app_without_handler_is_refused() {
     let e = parse_err("[[app]]\nname = \"a\"\n");
     assert!(e.contains("has no handler"), "{e}");
     assert!(e.contains("`respond = { ... }`, `static"), "{e}");
-    assert!(e.contains("or `proxy = { upstream"), "{e}");
+    assert!(e.contains("`proxy = { upstream"), "{e}");
+    assert!(e.contains("or `run = { command"), "{e}");
     assert!(e.starts_with("t.toml:1:1: "), "{e}"); // its [[app]] header
 }
 

@@ -13,6 +13,7 @@ use super::file::{AppFile, FileConfig, IdleTimeout, ServerFile};
 use super::{App, Config, Handler, Located, LogTarget, ServerSettings};
 use crate::handlers::proxy::Proxy;
 use crate::handlers::respond::Respond;
+use crate::handlers::run::Run;
 use crate::handlers::static_files::StaticFiles;
 use crate::routing::{path, HostPattern, Router};
 
@@ -24,7 +25,13 @@ pub fn validate(path: &Path, file: FileConfig) -> Result<Config, Located> {
     let mut names: HashMap<String, usize> = HashMap::new();
     for spanned in file.apps {
         let span = spanned.span();
-        let app = app(spanned.into_inner(), span.clone(), &mut names, apps.len())?;
+        let app = app(
+            spanned.into_inner(),
+            span.clone(),
+            &server.runtime_dir,
+            &mut names,
+            apps.len(),
+        )?;
         add_routes(&mut router, &app, &apps, span)?;
         apps.push(Arc::new(app));
     }
@@ -79,6 +86,16 @@ fn server_settings(s: ServerFile) -> Result<ServerSettings, Located> {
         trusted_proxies: match s.trusted_proxies {
             Some(list) => trusted_proxies(list)?,
             None => d.trusted_proxies,
+        },
+        runtime_dir: match s.runtime_dir {
+            Some(dir) if dir.get_ref().starts_with('/') => PathBuf::from(dir.into_inner()),
+            Some(dir) => {
+                return Err(Located::new(
+                    dir.span(),
+                    "runtime_dir must be an absolute path (like \"/run/ondemand\")",
+                ))
+            }
+            None => d.runtime_dir,
         },
     })
 }
@@ -146,6 +163,7 @@ fn trusted_proxies(list: Spanned<Vec<String>>) -> Result<Vec<ipnet::IpNet>, Loca
 fn app(
     file: AppFile,
     span: std::ops::Range<usize>,
+    runtime_dir: &Path,
     names: &mut HashMap<String, usize>,
     index: usize,
 ) -> Result<App, Located> {
@@ -175,7 +193,7 @@ fn app(
             path_prefix(p).map_err(|e| Located::new(p.span(), format!("app {name:?}: {e}")))?
         }
     };
-    let handler = handler(&name, &path, file, span)?;
+    let handler = handler(&name, &path, file, span, runtime_dir)?;
     Ok(App {
         name,
         hosts,
@@ -235,11 +253,13 @@ fn handler(
     prefix: &str,
     file: AppFile,
     span: std::ops::Range<usize>,
+    runtime_dir: &Path,
 ) -> Result<Handler, Located> {
     let given: Vec<(&str, std::ops::Range<usize>)> = [
         ("respond", file.respond.as_ref().map(Spanned::span)),
         ("static", file.static_files.as_ref().map(Spanned::span)),
         ("proxy", file.proxy.as_ref().map(Spanned::span)),
+        ("run", file.run.as_ref().map(Spanned::span)),
     ]
     .into_iter()
     .filter_map(|(kind, span)| span.map(|s| (kind, s)))
@@ -264,11 +284,15 @@ fn handler(
     if let Some(proxy) = file.proxy {
         return Ok(Handler::Proxy(Proxy::from_config(name, proxy)?));
     }
+    if let Some(run) = file.run {
+        return Ok(Handler::Run(Run::from_config(name, run, runtime_dir)?));
+    }
     Err(Located::new(
         span,
         format!(
             "app {name:?} has no handler: add exactly one of `respond = {{ ... }}`, \
-             `static = {{ root = \"/srv/site\" }}` or `proxy = {{ upstream = \"http://127.0.0.1:9000\" }}`"
+             `static = {{ root = \"/srv/site\" }}`, `proxy = {{ upstream = \"http://127.0.0.1:9000\" }}` \
+             or `run = {{ command = [\"/usr/bin/app\"] }}`"
         ),
     ))
 }

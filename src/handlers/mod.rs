@@ -7,6 +7,7 @@
 mod beneath;
 pub mod proxy;
 pub mod respond;
+pub mod run;
 pub mod static_files;
 
 use std::convert::Infallible;
@@ -42,4 +43,40 @@ pub fn plain(status: StatusCode, text: String) -> Response<Body> {
         HeaderValue::from_static("nosniff"),
     );
     resp
+}
+
+/// `body`, holding `guard` until the body is sent completely or dropped (a bulkhead place, a
+/// piece of activity).
+pub fn hold<G: Send + Unpin + 'static>(body: Body, guard: G) -> Body {
+    Held {
+        inner: body,
+        _guard: guard,
+    }
+    .boxed_unsync()
+}
+
+struct Held<G> {
+    inner: Body,
+    _guard: G,
+}
+
+impl<G: Send + Unpin + 'static> hyper::body::Body for Held<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        // Both fields are Unpin, so no pin projection is needed.
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }

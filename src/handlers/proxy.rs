@@ -85,7 +85,7 @@ impl Proxy {
             app,
             path,
             client,
-            activity,
+            activities: vec![activity.clone()],
         };
         proxy::forward(req, &self.upstreams, &self.limits, fwd).await
     }

@@ -35,7 +35,7 @@ use balance::UpstreamSet;
 use upstream::{InFlight, Upstream};
 
 /// What an app's proxying is allowed: set per app in the config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Time from receiving the request to the upstream's response head → 504.
     pub timeout: Duration,
@@ -49,8 +49,9 @@ pub struct Forward<'a> {
     /// The path to send upstream (already normalized; the app's prefix already removed if asked).
     pub path: String,
     pub client: headers::Client,
-    /// Launcher activity: an open WebSocket tunnel holds a piece of it.
-    pub activity: &'a Activity,
+    /// What an open WebSocket tunnel counts as activity of: the launcher's, and the app's own
+    /// for an on-demand app.
+    pub activities: Vec<Activity>,
 }
 
 /// Forwards `req` to one of `upstreams` and returns the response (or ondemand's own error answer).
@@ -105,7 +106,7 @@ pub async fn forward(
                     fwd.app,
                     client,
                     upstream_response,
-                    fwd.activity.begin(),
+                    fwd.activities.iter().map(Activity::begin).collect(),
                     in_flight,
                 );
                 Response::from_parts(parts, crate::handlers::full(Bytes::new()))

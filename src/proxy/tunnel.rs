@@ -16,7 +16,7 @@ pub fn spawn(
     app: &str,
     client: OnUpgrade,
     upstream_response: Response<Incoming>,
-    activity: ActivityGuard,
+    activity: Vec<ActivityGuard>,
     in_flight: InFlight,
 ) {
     let app = app.to_string();

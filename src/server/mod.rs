@@ -7,7 +7,9 @@
 //!    wait in the supervisor's socket for the next start, never accepted-then-dropped;
 //! 3. ask every connection to finish: in-flight requests complete, idle keep-alive connections
 //!    close, a connection still waiting for its first request gets it served first;
-//! 4. wait for that at most `drain_timeout`, then exit.
+//! 4. wait for that at most `drain_timeout`;
+//! 5. stop the app processes it started (SIGTERM to each app's process group, SIGKILL after the
+//!    app's `stop_timeout`) and kill anything that escaped their groups; then exit.
 
 mod accept;
 mod io;
@@ -21,7 +23,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{self, Config};
+use crate::apps;
+use crate::config::{self, Config, Handler};
 use crate::idle::Activity;
 use crate::listen::{Listener, Listeners, NamedListener};
 use crate::logging::LogHandle;
@@ -35,6 +38,8 @@ pub struct Shared {
     /// one they started on.
     pub config: ArcSwap<Config>,
     pub activity: Activity,
+    /// Apps of earlier configurations being stopped after a reload; the exit waits for them.
+    pub retiring: TaskTracker,
 }
 
 /// Serves `listeners` with `config` until idle or told to stop. Must run inside a tokio runtime.
@@ -44,7 +49,11 @@ pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result
     let shared = Arc::new(Shared {
         config: ArcSwap::from_pointee(config),
         activity: Activity::default(),
+        retiring: TaskTracker::new(),
     });
+    // Whatever an app leaves behind when it double-forks out of its process group is reparented
+    // to us instead of init, so it can be found and stopped at exit.
+    apps::process::become_subreaper();
     let slots = Arc::new(Semaphore::new(max_connections));
     let ctx = ConnContext {
         shared: shared.clone(),
@@ -96,9 +105,71 @@ pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result
             ctx.tasks.len()
         );
     } else {
-        tracing::info!("exiting: all connections finished");
+        tracing::info!("all connections finished");
     }
+    stop_apps(&shared).await;
     Ok(())
+}
+
+/// Stops every app process: those of the running configuration, and those retiring after a
+/// reload. systemd's KillMode=mixed would SIGKILL them after we exit, and xinetd would leave them
+/// running: a launcher stops its own children.
+async fn stop_apps(shared: &Shared) {
+    let runners: Vec<_> = shared
+        .config
+        .load()
+        .apps
+        .iter()
+        .filter_map(|app| match &app.handler {
+            Handler::Run(run) => Some(run.runner()),
+            _ => None,
+        })
+        .filter(|runner| runner.has_started())
+        .collect();
+    if !runners.is_empty() {
+        tracing::info!("stopping {} app(s)", runners.len());
+    }
+    futures_util::future::join_all(runners.iter().map(|r| r.shutdown())).await;
+    shared.retiring.close();
+    shared.retiring.wait().await;
+    let strays = apps::process::kill_strays();
+    if strays > 0 {
+        tracing::warn!(
+            "killed {strays} process(es) that apps had left running outside their process groups"
+        );
+    }
+    tracing::info!("exiting");
+}
+
+/// Carries running apps over to `new` when their `run` is unchanged; stops the others (removed
+/// or changed apps) in the background: requests in flight on them finish first, as far as each
+/// app's `stop_timeout` allows.
+fn hand_over_apps(shared: &Shared, old: &Config, new: &Config) {
+    let mut adopted = std::collections::HashSet::new();
+    for app in &new.apps {
+        let Handler::Run(run) = &app.handler else {
+            continue;
+        };
+        let previous = old.apps.iter().find(|a| a.name == app.name);
+        if let Some(Handler::Run(previous)) = previous.map(|a| &a.handler) {
+            if run.adopt(previous) {
+                adopted.insert(app.name.clone());
+            }
+        }
+    }
+    for app in &old.apps {
+        let Handler::Run(run) = &app.handler else {
+            continue;
+        };
+        let runner = run.runner();
+        if adopted.contains(&app.name) || !runner.has_started() {
+            continue;
+        }
+        tracing::info!(app = %app.name, "the app was changed or removed: stopping its processes");
+        shared
+            .retiring
+            .spawn(async move { runner.shutdown().await });
+    }
 }
 
 /// Registers a listener with the runtime (sets O_NONBLOCK first, as tokio requires).
@@ -172,6 +243,7 @@ async fn reload(shared: &Shared, log: &LogHandle) {
         tracing::warn!("max_connections and log take effect at the next start, not on reload");
     }
     log.set_level(&new.server.log_level);
+    hand_over_apps(shared, &old, &new);
     tracing::info!(
         apps = new.apps.len(),
         "configuration reloaded from {}",

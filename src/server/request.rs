@@ -68,16 +68,25 @@ async fn route_and_answer(
             files.serve(&app.name, &app.path, &path, parts).await
         }
         Handler::Proxy(proxy) => {
-            let client = headers::Client {
-                addr: peer,
-                proto: "http",
-                host,
-                trusted,
-            };
+            let client = client(peer, host, trusted);
             proxy
                 .serve(&app.name, &app.path, &path, req, client, &shared.activity)
                 .await
         }
+        Handler::Run(run) => {
+            let client = client(peer, host, trusted);
+            run.serve(&app.name, &app.path, &path, req, client, &shared.activity)
+                .await
+        }
+    }
+}
+
+fn client(peer: Option<std::net::IpAddr>, host: Option<String>, trusted: bool) -> headers::Client {
+    headers::Client {
+        addr: peer,
+        proto: "http",
+        host,
+        trusted,
     }
 }
 

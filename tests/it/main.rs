@@ -9,6 +9,7 @@ mod cli;
 mod http;
 mod idle;
 mod proxy;
+mod run;
 mod static_files;
 mod support;
 mod systemd;

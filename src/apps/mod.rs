@@ -1,0 +1,14 @@
+//! On-demand app processes: the `run` handler's machinery.
+//!
+//! - [`spec`]: `[app.run]` checked at config load (nothing started, nothing looked up).
+//! - [`process`]: starting one process (user, socket hand-over, priorities, limits, clean
+//!   environment and fds) and stopping it with its whole process group.
+//! - [`ready`]: the socket or port the app gets, and the readiness checks.
+//! - [`runner`]: one app's life — start on demand, idle stop, crash handling, backoff.
+//! - [`bulkhead`]: one app's concurrency limit and bounded queue.
+
+pub mod bulkhead;
+pub mod process;
+pub mod ready;
+pub mod runner;
+pub mod spec;
