@@ -19,6 +19,7 @@ use crate::handlers::{plain, Body, BoxError};
 use crate::idle::ActivityGuard;
 use crate::proxy::headers;
 use crate::routing::{path, request_host};
+use crate::tls::redirect;
 
 /// Answers one request. The request counts as in flight from this call (before the returned
 /// future first runs) until its response body is sent completely or dropped.
@@ -33,9 +34,9 @@ pub fn handle(
         conn: conn.clone(),
     };
     let shared = shared.clone();
-    let peer = conn.peer;
+    let (peer, tls) = (conn.peer, conn.tls);
     async move {
-        let response = route_and_answer(req, &shared, peer).await;
+        let response = route_and_answer(req, &shared, peer, tls).await;
         response.map(|body| {
             InFlightBody {
                 inner: body,
@@ -50,6 +51,7 @@ async fn route_and_answer(
     req: Request<Incoming>,
     shared: &Shared,
     peer: Option<std::net::IpAddr>,
+    tls: bool,
 ) -> Response<Body> {
     let (app, path, host, trusted) = match route(&req, shared, peer) {
         Route::To {
@@ -61,6 +63,11 @@ async fn route_and_answer(
         Route::Answered(answer) => return answer,
     };
     tracing::debug!(app = %app.name, method = %req.method(), path, "request");
+    if let Some(port) = app.https_redirect {
+        if !redirect::came_over_https(tls, trusted, req.headers()) {
+            return redirect::to_https(&req, host.as_deref(), port);
+        }
+    }
     match &app.handler {
         Handler::Respond(respond) => respond.response(),
         Handler::Static(files) => {
@@ -68,23 +75,28 @@ async fn route_and_answer(
             files.serve(&app.name, &app.path, &path, parts).await
         }
         Handler::Proxy(proxy) => {
-            let client = client(peer, host, trusted);
+            let client = client(peer, tls, host, trusted);
             proxy
                 .serve(&app.name, &app.path, &path, req, client, &shared.activity)
                 .await
         }
         Handler::Run(run) => {
-            let client = client(peer, host, trusted);
+            let client = client(peer, tls, host, trusted);
             run.serve(&app.name, &app.path, &path, req, client, &shared.activity)
                 .await
         }
     }
 }
 
-fn client(peer: Option<std::net::IpAddr>, host: Option<String>, trusted: bool) -> headers::Client {
+fn client(
+    peer: Option<std::net::IpAddr>,
+    tls: bool,
+    host: Option<String>,
+    trusted: bool,
+) -> headers::Client {
     headers::Client {
         addr: peer,
-        proto: "http",
+        proto: if tls { "https" } else { "http" },
         host,
         trusted,
     }
