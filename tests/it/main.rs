@@ -13,4 +13,5 @@ mod run;
 mod static_files;
 mod support;
 mod systemd;
+mod tls;
 mod xinetd;
