@@ -23,7 +23,7 @@ use crate::config::{App, CertificateFile, Located};
 use crate::routing::HostPattern;
 
 /// How long a certificate that failed to load is not tried again (each try is logged).
-pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+pub const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// ALPN protocols offered, in order of preference: browsers get HTTP/2.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];

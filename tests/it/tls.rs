@@ -16,7 +16,7 @@ use crate::support::nspawn::{Container, PAYLOAD};
 use crate::support::server::Ondemand;
 use crate::support::tls::{certificate_toml, curl_https, probe, Issued, TestCa};
 use crate::support::upstream::{app_path, TestUpstream, PYTHON};
-use crate::support::xinetd::{service_block, Exited, Xinetd};
+use crate::support::xinetd::{current_uid, Exited, Xinetd};
 use crate::support::{
     bin, free_port, get, raw_request, run_ondemand, tempdir, wait_until, write_file, ChildGuard,
 };
@@ -593,9 +593,29 @@ fn serial_of(port: u16, ca: &std::path::Path) -> u64 {
     serial(&probe(port, ca, Some("a.test"), None, None))
 }
 
-/// xinetd passes one socket per service: the HTTPS service says so with --xinetd-socket-name.
+/// xinetd passes one socket per service: the second service of the shipped drop-in
+/// (xinetd/ondemand), with `--xinetd-socket-name https`, serves HTTPS. Only what a test must
+/// change is rewritten: enabled, a free loopback port, our user, the binary and config paths.
 #[test]
-fn under_xinetd_a_second_service_serves_https_and_exits_when_idle() {
+fn under_xinetd_the_shipped_https_service_serves_https_and_exits_when_idle() {
+    let shipped = include_str!("../../xinetd/ondemand");
+    let block = &shipped[shipped
+        .find("service ondemand-https\n")
+        .expect("xinetd/ondemand has a service ondemand-https")..];
+    let value = |key: &str| -> String {
+        block
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .and_then(|l| l.split_once('='))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| panic!("service ondemand-https has no `{key}` line"))
+    };
+    assert_eq!(value("port"), "443");
+    assert_eq!(value("wait"), "yes");
+    assert_eq!(
+        value("server_args"),
+        "serve --config /etc/ondemand/ondemand.toml --xinetd-socket-name https"
+    );
     let x = Xinetd::start_service(|dir, port| {
         let ca = TestCa::new(dir);
         let a = ca.issue(dir, "a", &["a.test"], 7);
@@ -605,15 +625,31 @@ fn under_xinetd_a_second_service_serves_https_and_exits_when_idle() {
             dir.display(),
             certificate_toml(&a, "\"a.test\"", false)
         );
-        let path = write_file(dir, "ondemand.toml", &config);
-        service_block(
-            &bin(),
-            &format!(
-                "serve --config {} --xinetd-socket-name https",
-                path.display()
-            ),
-            port,
-        )
+        let config_path = write_file(dir, "ondemand.toml", &config);
+        let mut out = String::new();
+        for line in block.lines() {
+            let key = line.split_whitespace().next().unwrap_or("");
+            let line = match key {
+                "disable" => "\tdisable = no".to_string(),
+                "port" => format!("\tport = {port}\n\tbind = 127.0.0.1"),
+                "flags" => "\tflags = IPv4".to_string(),
+                "user" => format!("\tuser = {}", current_uid()),
+                "group" => continue,
+                "server" => format!("\tserver = {}", bin().display()),
+                "server_args" => format!(
+                    "\tserver_args = {}",
+                    value("server_args").replace(
+                        "/etc/ondemand/ondemand.toml",
+                        &config_path.display().to_string()
+                    )
+                ),
+                "env" => format!("\tenv = RUNTIME_DIRECTORY={}/run", dir.display()),
+                _ => line.to_string(),
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
     });
     let ca_pem = x.dir().join("ca.pem");
     for round in 1..=2 {
