@@ -731,6 +731,14 @@ fn under_systemd_the_https_socket_unit_starts_the_same_service_with_both_sockets
     assert_eq!((code, body.as_str()), (0, "a\n"), "{err}\n{}", journal(&ct));
     let j = journal(&ct);
     assert_eq!(j.matches("serving 1 app on 2 sockets").count(), 2, "{j}");
+
+    // The README's certbot deploy hook does nothing, successfully, while ondemand is idle.
+    wait_until("the second idle exit", deadline - Instant::now(), || {
+        ct.is_active("ondemand.service") == "inactive"
+    });
+    ct.check(&["systemctl", "try-reload-or-restart", "ondemand.service"]);
+    assert_eq!(ct.is_active("ondemand.service"), "inactive");
+    assert_eq!(ct.is_active("ondemand-https.socket"), "active");
 }
 
 fn journal(ct: &Container) -> String {
