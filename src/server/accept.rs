@@ -45,13 +45,16 @@ pub async fn accept_loop(
     stop: CancellationToken,
     ctx: ConnContext,
 ) {
-    if tls && ctx.shared.config.load().tls.is_empty() {
+    let config = ctx.shared.config.load();
+    // (An unusable configuration has no certificates either; its own error is logged already.)
+    if tls && config.tls.is_empty() && config.load_error.is_none() {
         tracing::error!(
             socket = %name,
             "this socket speaks TLS, but the configuration has no [[certificate]]: every \
              handshake on it fails until one is added (then reload)"
         );
     }
+    drop(config);
     loop {
         let permit = match slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
