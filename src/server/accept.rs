@@ -126,8 +126,10 @@ fn spawn_connection<S>(
         tls,
     ));
     let ctx2 = ctx.clone();
-    ctx.tasks.spawn(async move {
-        if tls {
+    // Two task types, not one with a branch: a task is as large as its largest state, and the
+    // TLS states (the handshake, the TLS stream) would make every plain connection pay for them.
+    if tls {
+        ctx.tasks.spawn(async move {
             // The handshake is bounded by first_request_timeout and not cut short by a drain:
             // the client gets its first request served, as on a plain socket.
             let config = ctx2.shared.config.load_full();
@@ -136,12 +138,16 @@ fn spawn_connection<S>(
                 Ok(stream) => serve_connection(stream, conn, &ctx2).await,
                 Err(e) => tracing::debug!(peer = ?peer, "TLS handshake failed: {e}"),
             }
-        } else {
+            tracing::trace!(peer = ?peer, "connection closed");
+            drop(permit);
+        });
+    } else {
+        ctx.tasks.spawn(async move {
             serve_connection(stream, conn, &ctx2).await;
-        }
-        tracing::trace!(peer = ?peer, "connection closed");
-        drop(permit);
-    });
+            tracing::trace!(peer = ?peer, "connection closed");
+            drop(permit);
+        });
+    }
 }
 
 /// Serves one connection until it closes, or until the drain asks it to finish.
