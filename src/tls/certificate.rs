@@ -238,9 +238,7 @@ impl Certificate {
     /// warning (refusing it would not help its clients, who refuse it themselves).
     fn load(&self) -> Result<Arc<ServerConfig>, CertificateError> {
         let key = self.certified_key()?;
-        if let Err(e) = check_dates(&self.cert, &key.cert[..1], SystemTime::now()) {
-            tracing::warn!("certificate #{}: {e}", self.number);
-        }
+        self.warn_if_out_of_date(key.cert[0].clone());
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| CertificateError::Setup {
@@ -251,6 +249,21 @@ impl Certificate {
             .with_cert_resolver(Arc::new(Always(Arc::new(key))));
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
+    }
+
+    /// Logs a warning if the leaf certificate is expired or not valid yet. Off the handshake's
+    /// path when there is a runtime: it runs while the handshake waits for the client.
+    fn warn_if_out_of_date(&self, leaf: CertificateDer<'static>) {
+        let (path, number) = (self.cert.clone(), self.number);
+        let warn = move || {
+            if let Err(e) = check_dates(&path, &[leaf], SystemTime::now()) {
+                tracing::warn!("certificate #{number}: {e}");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move { warn() })),
+            Err(_) => warn(),
+        }
     }
 
     /// The chain and the signing key, checked to belong together.
