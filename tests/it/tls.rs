@@ -433,6 +433,12 @@ fn check_refuses_expired_mismatched_missing_and_misnamed_certificates_with_their
         e.contains(&at("9:7")) && e.contains("cannot read the key file"),
         "{e}"
     );
+    // Unreadable (the tests run as root, so a directory stands in for a file it may not read).
+    let e = check_error(d, d, &good.key);
+    assert!(
+        e.contains(&at("8:8")) && e.contains("Is a directory"),
+        "{e}"
+    );
 
     let e = check_error(d, &garbage, &good.key);
     assert!(
