@@ -42,8 +42,11 @@ fn filter(level: &str) -> EnvFilter {
 
 /// A bare level ("debug") means ondemand's own messages at that level; the libraries below it
 /// (hyper, h2) stay at warn unless named explicitly ("debug,h2=trace").
+///
+/// The access log (target `ondemand::access`) is let through at info whatever the level, unless
+/// named explicitly: whether it is written is decided by `access_log`, not by `log_level`.
 fn scoped(directives: &str) -> String {
-    directives
+    let mut all: Vec<String> = directives
         .split(',')
         .map(|d| {
             let d = d.trim();
@@ -53,8 +56,11 @@ fn scoped(directives: &str) -> String {
                 d.to_string()
             }
         })
-        .collect::<Vec<_>>()
-        .join(",")
+        .collect();
+    if !directives.contains(crate::access::TARGET) {
+        all.push(format!("{}=info", crate::access::TARGET));
+    }
+    all.join(",")
 }
 
 /// Installs the global subscriber. A log file that cannot be opened is reported and syslog (under

@@ -39,6 +39,11 @@ pub struct ServerFile {
     pub log_level: Option<Spanned<String>>,
     pub trusted_proxies: Option<Spanned<Vec<String>>>,
     pub runtime_dir: Option<Spanned<String>>,
+    pub control_socket: Option<Spanned<String>>,
+    pub state_dir: Option<Spanned<String>>,
+    pub metrics_file: Option<Spanned<String>>,
+    pub metrics_interval: Option<HumanDuration>,
+    pub access_log: Option<Spanned<String>>,
 }
 
 /// One `[[app]]` table.
@@ -48,6 +53,8 @@ pub struct AppFile {
     pub name: Spanned<String>,
     #[serde(default)]
     pub host: Option<Spanned<OneOrMany>>,
+    #[serde(default)]
+    pub tags: Vec<String>,
     pub path: Option<Spanned<String>>,
     pub respond: Option<Spanned<RespondFile>>,
     #[serde(rename = "static")]

@@ -56,9 +56,9 @@ impl Config {
     }
 }
 
-/// Default settings, except `log` and `log_level` taken from the file if it is at least valid TOML
-/// and those two are valid: the error that made the file unusable should reach the log the
-/// administrator configured.
+/// Default settings, except `log`, `log_level` and the directories taken from the file if it is
+/// at least valid TOML and those are valid: the error that made the file unusable should reach
+/// the log the administrator configured, and `ondemand status` should find the launcher.
 fn salvage_log_settings(path: &Path) -> ServerSettings {
     let mut settings = ServerSettings::default();
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -71,7 +71,13 @@ fn salvage_log_settings(path: &Path) -> ServerSettings {
     };
     // Re-parse just these two keys through the normal path, so they are checked the same way.
     let mut only = toml::Table::new();
-    for key in ["log", "log_level"] {
+    for key in [
+        "log",
+        "log_level",
+        "state_dir",
+        "control_socket",
+        "runtime_dir",
+    ] {
         if let Some(value) = server.get(key) {
             only.insert(key.to_string(), value.clone());
         }
@@ -80,6 +86,9 @@ fn salvage_log_settings(path: &Path) -> ServerSettings {
     if let Ok(valid) = parse(path, &wrapped.to_string()) {
         settings.log = valid.server.log;
         settings.log_level = valid.server.log_level;
+        settings.state_dir = valid.server.state_dir;
+        settings.control_socket = valid.server.control_socket;
+        settings.runtime_dir = valid.server.runtime_dir;
     }
     settings
 }
@@ -100,6 +109,11 @@ impl Default for ServerSettings {
             log: LogTarget::Auto,
             log_level: "info".to_string(),
             trusted_proxies: Vec::new(),
+            control_socket: default_runtime_dir().join("control.sock"),
+            state_dir: default_state_dir(),
+            metrics_file: None,
+            metrics_interval: Duration::from_secs(10),
+            access_log: AccessLog::Off,
             runtime_dir: default_runtime_dir(),
         }
     }
@@ -134,6 +148,32 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where the sockets ondemand binds for its apps live.
     pub runtime_dir: PathBuf,
+    /// The control socket (`ondemand status` and friends).
+    pub control_socket: PathBuf,
+    /// Where the counters of earlier activations are kept (state.json).
+    pub state_dir: PathBuf,
+    /// Prometheus text file written periodically and at exit, if set.
+    pub metrics_file: Option<PathBuf>,
+    /// How often the state and metrics files are written while running.
+    pub metrics_interval: Duration,
+    pub access_log: AccessLog,
+}
+
+/// `access_log`: one line per request, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    /// Common Log Format plus app, duration and upstream time.
+    Common,
+    Json,
+}
+
+/// systemd's `StateDirectory=` (in `$STATE_DIRECTORY`), else /var/lib/ondemand.
+fn default_state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/var/lib/ondemand"))
 }
 
 /// systemd's `RuntimeDirectory=` (in `$RUNTIME_DIRECTORY`), else /run/ondemand.
@@ -165,6 +205,10 @@ pub enum LogTarget {
 #[derive(Debug)]
 pub struct App {
     pub name: String,
+    /// Free-form labels to pick apps by in `ondemand status`/`start`/`stop`.
+    pub tags: Vec<String>,
+    /// The app's counters, attached when the server takes the config.
+    pub stats: std::sync::OnceLock<Arc<crate::metrics::AppStats>>,
     /// Empty: the app answers for any host (within the no-host group).
     pub hosts: Vec<HostPattern>,
     /// Normalized path prefix, without trailing slash (except "/").

@@ -10,7 +10,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::file::{AppFile, FileConfig, IdleTimeout, ServerFile};
-use super::{App, Config, Handler, Located, LogTarget, ServerSettings};
+use super::{AccessLog, App, Config, Handler, Located, LogTarget, ServerSettings};
 use crate::handlers::proxy::Proxy;
 use crate::handlers::respond::Respond;
 use crate::handlers::run::Run;
@@ -87,6 +87,40 @@ fn server_settings(s: ServerFile) -> Result<ServerSettings, Located> {
             Some(list) => trusted_proxies(list)?,
             None => d.trusted_proxies,
         },
+        control_socket: match s.control_socket {
+            Some(p) => absolute(p, "control_socket")?,
+            None => match &s.runtime_dir {
+                Some(dir) => PathBuf::from(dir.get_ref()).join("control.sock"),
+                None => d.control_socket,
+            },
+        },
+        state_dir: match s.state_dir {
+            Some(p) => absolute(p, "state_dir")?,
+            None => d.state_dir,
+        },
+        metrics_file: s
+            .metrics_file
+            .map(|p| absolute(p, "metrics_file"))
+            .transpose()?,
+        metrics_interval: match s.metrics_interval {
+            Some(t) if t.0 >= Duration::from_secs(1) => t.0,
+            Some(_) => d.metrics_interval.max(Duration::from_secs(1)),
+            None => d.metrics_interval,
+        },
+        access_log: match s.access_log {
+            None => d.access_log,
+            Some(v) => match v.get_ref().as_str() {
+                "off" => AccessLog::Off,
+                "common" => AccessLog::Common,
+                "json" => AccessLog::Json,
+                other => {
+                    return Err(Located::new(
+                        v.span(),
+                        format!("access_log = {other:?}: use \"off\", \"common\" or \"json\""),
+                    ))
+                }
+            },
+        },
         runtime_dir: match s.runtime_dir {
             Some(dir) if dir.get_ref().starts_with('/') => PathBuf::from(dir.into_inner()),
             Some(dir) => {
@@ -138,6 +172,17 @@ fn log_level(value: Spanned<String>) -> Result<String, Located> {
             )
         })?;
     Ok(value.into_inner())
+}
+
+fn absolute(value: Spanned<String>, key: &str) -> Result<PathBuf, Located> {
+    if value.get_ref().starts_with('/') {
+        Ok(PathBuf::from(value.into_inner()))
+    } else {
+        Err(Located::new(
+            value.span(),
+            format!("{key} must be an absolute path"),
+        ))
+    }
 }
 
 /// `trusted_proxies = ["10.0.0.0/8", "192.0.2.1"]`: addresses or CIDR networks.
@@ -193,9 +238,12 @@ fn app(
             path_prefix(p).map_err(|e| Located::new(p.span(), format!("app {name:?}: {e}")))?
         }
     };
+    let tags = file.tags.clone();
     let handler = handler(&name, &path, file, span, runtime_dir)?;
     Ok(App {
         name,
+        tags,
+        stats: std::sync::OnceLock::new(),
         hosts,
         path,
         handler,

@@ -29,6 +29,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 
+use crate::access::UpstreamTime;
 use crate::handlers::{plain, Body, BoxError};
 use crate::idle::Activity;
 use balance::UpstreamSet;
@@ -74,6 +75,7 @@ pub async fn forward(
         );
     };
     let mut last_tried = None;
+    let sent = tokio::time::Instant::now();
     let exchange = exchange(outgoing, upstreams, limits, fwd.app, &mut last_tried);
     let (response, upstream, sender, in_flight) =
         match tokio::time::timeout(limits.timeout, exchange).await {
@@ -96,6 +98,7 @@ pub async fn forward(
             }
         };
     let (mut parts, body) = response.into_parts();
+    parts.extensions.insert(UpstreamTime(sent.elapsed()));
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::for_client(&mut parts.headers, switching);
     if switching {

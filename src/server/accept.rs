@@ -2,6 +2,7 @@
 //! on the same socket, with the connection limit, the head deadlines and a graceful close on
 //! shutdown.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +107,9 @@ fn spawn_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let launcher = &ctx.shared.metrics.launcher;
+    launcher.connections.fetch_add(1, Ordering::Relaxed);
+    launcher.open_connections.fetch_add(1, Ordering::Relaxed);
     // Counted as activity from this moment: the launcher must not exit under a client about to speak.
     let conn = Arc::new(ConnState::new(
         ctx.shared.activity.begin(),
@@ -114,6 +118,11 @@ fn spawn_connection<S>(
     let ctx2 = ctx.clone();
     ctx.tasks.spawn(async move {
         serve_connection(stream, conn, &ctx2).await;
+        ctx2.shared
+            .metrics
+            .launcher
+            .open_connections
+            .fetch_sub(1, Ordering::Relaxed);
         tracing::trace!(peer = ?peer, "connection closed");
         drop(permit);
     });

@@ -25,12 +25,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::apps;
 use crate::config::{self, Config, Handler};
+use crate::control;
 use crate::idle::Activity;
 use crate::listen::{Listener, Listeners, NamedListener};
 use crate::logging::LogHandle;
+use crate::metrics::Metrics;
 use crate::notify;
 use crate::shutdown::{SignalEvent, Signals};
 use accept::{AsyncListener, ConnContext};
+use tokio::sync::mpsc;
 
 /// State shared by every connection.
 pub struct Shared {
@@ -40,16 +43,24 @@ pub struct Shared {
     pub activity: Activity,
     /// Apps of earlier configurations being stopped after a reload; the exit waits for them.
     pub retiring: TaskTracker,
+    /// Counters that continue across activations.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Serves `listeners` with `config` until idle or told to stop. Must run inside a tokio runtime.
 pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result<()> {
     let mut signals = Signals::install()?;
     let max_connections = config.server.max_connections;
+    let metrics = Arc::new(Metrics::new(
+        config.server.state_dir.join("state.json"),
+        config.server.metrics_file.clone(),
+    ));
+    attach_stats(&config, &metrics);
     let shared = Arc::new(Shared {
         config: ArcSwap::from_pointee(config),
         activity: Activity::default(),
         retiring: TaskTracker::new(),
+        metrics,
     });
     // Whatever an app leaves behind when it double-forks out of its process group is reparented
     // to us instead of init, so it can be found and stopped at exit.
@@ -75,16 +86,32 @@ pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result
             ctx.clone(),
         ));
     }
-    // The control socket is held open (so systemd does not see it closed) until the control
-    // interface serves it.
-    let _control = listeners.control;
+    let (reload_requests, mut reloads) = mpsc::channel(4);
+    let background = CancellationToken::new();
+    let inherited_control = listeners.control.and_then(|c| match c.listener {
+        Listener::Unix(l) => Some(l),
+        Listener::Tcp(_) => {
+            tracing::warn!("the socket named `control` must be a unix socket; it is ignored");
+            None
+        }
+    });
+    let control_path = shared.config.load().server.control_socket.clone();
+    let control_socket = control::server::open(inherited_control, &control_path);
+    if let Some(socket) = control_socket {
+        let control = Arc::new(control::server::Control {
+            shared: shared.clone(),
+            reload: reload_requests,
+        });
+        tokio::spawn(control.serve(socket, background.clone()));
+    }
+    tokio::spawn(persist_periodically(shared.clone(), background.clone()));
 
     let summary = summary(&shared.config.load(), socket_count);
     tracing::info!("ready: {summary}");
     notify::ready(&summary);
     let _watchdog = notify::spawn_watchdog();
 
-    let reason = wait_for_stop(&shared, &mut signals, &log).await;
+    let (reason, idle) = wait_for_stop(&shared, &mut signals, &mut reloads, &log).await;
     tracing::info!(connections = ctx.tasks.len(), "stopping: {reason}");
     notify::stopping(&format!("Stopping: {reason}"));
 
@@ -108,7 +135,35 @@ pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result
         tracing::info!("all connections finished");
     }
     stop_apps(&shared).await;
+    background.cancel();
+    shared.metrics.persist(idle, &[]);
+    tracing::info!("exiting");
     Ok(())
+}
+
+/// Gives each app its counters (the same object for the same app name across reloads).
+fn attach_stats(config: &Config, metrics: &Metrics) {
+    for app in &config.apps {
+        let stats = metrics.app(&app.name);
+        if let Handler::Run(run) = &app.handler {
+            run.runner().attach_stats(stats.clone());
+        }
+        let _ = app.stats.set(stats);
+    }
+}
+
+/// Writes the state and metrics files every `metrics_interval` (a timer, not activity).
+async fn persist_periodically(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let interval = shared.config.load().server.metrics_interval;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let live = control::server::live_apps(&shared);
+        let metrics = shared.metrics.clone();
+        let _ = tokio::task::spawn_blocking(move || metrics.persist(false, &live)).await;
+    }
 }
 
 /// Stops every app process: those of the running configuration, and those retiring after a
@@ -138,7 +193,6 @@ async fn stop_apps(shared: &Shared) {
             "killed {strays} process(es) that apps had left running outside their process groups"
         );
     }
-    tracing::info!("exiting");
 }
 
 /// Carries running apps over to `new` when their `run` is unchanged; stops the others (removed
@@ -200,8 +254,14 @@ fn summary(config: &Config, sockets: usize) -> String {
     )
 }
 
-/// Runs until idle or a stop signal; returns why it stopped. Reloads on SIGHUP.
-async fn wait_for_stop(shared: &Shared, signals: &mut Signals, log: &LogHandle) -> String {
+/// Runs until idle or a stop signal; returns why it stopped, and whether it was idleness.
+/// Reloads on SIGHUP and when asked on the control socket.
+async fn wait_for_stop(
+    shared: &Shared,
+    signals: &mut Signals,
+    reloads: &mut mpsc::Receiver<control::server::ReloadRequest>,
+    log: &LogHandle,
+) -> (String, bool) {
     loop {
         let idle_timeout = shared.config.load().server.idle_timeout;
         let idle = async {
@@ -213,18 +273,24 @@ async fn wait_for_stop(shared: &Shared, signals: &mut Signals, log: &LogHandle) 
         tokio::select! {
             () = idle => {
                 let t = idle_timeout.unwrap_or_default();
-                return format!("idle for {}", humantime::format_duration(t));
+                return (format!("idle for {}", humantime::format_duration(t)), true);
             }
             event = signals.next() => match event {
-                SignalEvent::Stop(name) => return format!("received {name}"),
-                SignalEvent::Reload => reload(shared, log).await,
+                SignalEvent::Stop(name) => return (format!("received {name}"), false),
+                SignalEvent::Reload => {
+                    let _ = reload(shared, log).await;
+                }
             },
+            Some(reply) = reloads.recv() => {
+                let _ = reply.send(reload(shared, log).await);
+            }
         }
     }
 }
 
-/// Re-reads the config file; an invalid one is reported and the running config kept.
-async fn reload(shared: &Shared, log: &LogHandle) {
+/// Re-reads the config file; an invalid one is reported and the running config kept. Returns
+/// what happened, for the control socket.
+async fn reload(shared: &Shared, log: &LogHandle) -> Result<String, String> {
     let path = shared.config.load().path.clone();
     let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await;
     let new = match loaded
@@ -234,7 +300,9 @@ async fn reload(shared: &Shared, log: &LogHandle) {
         Ok(new) => new,
         Err(e) => {
             tracing::error!("reload failed, keeping the running configuration: {e}");
-            return;
+            return Err(format!(
+                "reload failed, the running configuration is kept: {e}"
+            ));
         }
     };
     let old = shared.config.load();
@@ -243,6 +311,7 @@ async fn reload(shared: &Shared, log: &LogHandle) {
         tracing::warn!("max_connections and log take effect at the next start, not on reload");
     }
     log.set_level(&new.server.log_level);
+    attach_stats(&new, &shared.metrics);
     hand_over_apps(shared, &old, &new);
     tracing::info!(
         apps = new.apps.len(),
@@ -250,5 +319,11 @@ async fn reload(shared: &Shared, log: &LogHandle) {
         new.path.display()
     );
     notify::status(&format!("Reloaded: {} apps", new.apps.len()));
+    let message = format!(
+        "configuration reloaded from {}: {} apps",
+        new.path.display(),
+        new.apps.len()
+    );
     shared.config.store(Arc::new(new));
+    Ok(message)
 }

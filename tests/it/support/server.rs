@@ -136,9 +136,23 @@ fn write_config(dir: &tempfile::TempDir, config: &str) -> (PathBuf, PathBuf) {
     (write_file(dir.path(), "ondemand.toml", &text), log)
 }
 
-/// Puts `log` and a debug `log_level` into the [server] table (adding the table if missing).
+/// Puts `log` and a debug `log_level` into the [server] table (adding the table if missing), and
+/// keeps the state file and the control socket in the test's directory unless the test sets them.
 fn add_log_settings(config: &str, log: &std::path::Path) -> String {
-    let settings = format!("log = \"{}\"\nlog_level = \"debug\"\n", log.display());
+    let dir = log.parent().unwrap();
+    let mut settings = format!("log = \"{}\"\nlog_level = \"debug\"\n", log.display());
+    if !config.contains("state_dir") {
+        settings.push_str(&format!(
+            "state_dir = \"{}\"\n",
+            dir.join("state").display()
+        ));
+    }
+    if !config.contains("control_socket") {
+        settings.push_str(&format!(
+            "control_socket = \"{}\"\n",
+            dir.join("control.sock").display()
+        ));
+    }
     if config.contains("[server]") {
         config.replacen("[server]\n", &format!("[server]\n{settings}"), 1)
     } else {
