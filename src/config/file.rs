@@ -61,6 +61,22 @@ pub struct AppFile {
     pub static_files: Option<Spanned<StaticFile>>,
     pub proxy: Option<Spanned<ProxyFile>>,
     pub run: Option<Spanned<RunFile>>,
+    /// `[[app.version]]`: versions with weights, instead of one handler.
+    #[serde(default, rename = "version")]
+    pub versions: Vec<Spanned<VersionFile>>,
+}
+
+/// One `[[app.version]]`: a name, a weight and exactly one handler.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionFile {
+    pub name: Spanned<String>,
+    pub weight: Option<u32>,
+    pub respond: Option<Spanned<RespondFile>>,
+    #[serde(rename = "static")]
+    pub static_files: Option<Spanned<StaticFile>>,
+    pub proxy: Option<Spanned<ProxyFile>>,
+    pub run: Option<Spanned<RunFile>>,
 }
 
 /// `[app.run]`: an app process ondemand starts on demand (checked in `apps/spec.rs`).

@@ -223,6 +223,7 @@ pub enum Handler {
     Static(StaticFiles),
     Proxy(Proxy),
     Run(Run),
+    Versions(crate::handlers::versions::Versions),
 }
 
 impl Handler {
@@ -233,6 +234,26 @@ impl Handler {
             Handler::Static(_) => "static",
             Handler::Proxy(_) => "proxy",
             Handler::Run(_) => "run",
+            Handler::Versions(_) => "versions",
+        }
+    }
+}
+
+impl App {
+    /// The app's on-demand processes: its `run` handler, or those of its versions, each with the
+    /// name its runner logs under (`app` or `app@version`).
+    pub fn runs(&self) -> Vec<(String, &Run)> {
+        match &self.handler {
+            Handler::Run(run) => vec![(self.name.clone(), run)],
+            Handler::Versions(versions) => versions
+                .list
+                .iter()
+                .filter_map(|v| match &v.handler {
+                    Handler::Run(run) => Some((format!("{}@{}", self.name, v.name), run)),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }

@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::status::{AppStatus, Status};
 use crate::apps::usage;
-use crate::config::Handler;
 use crate::handlers::{full, Body};
 use crate::metrics::LiveApp;
 use crate::server::Shared;
@@ -212,23 +211,33 @@ pub fn live_status(shared: &Shared) -> Status {
                 row.p99_ms = p99.map(|s| s * 1000.0);
                 row.in_flight = stats.in_flight.load(std::sync::atomic::Ordering::Relaxed);
             }
-            match &app.handler {
-                Handler::Run(run) => {
-                    let runner = run.runner();
-                    let (state, running) = runner.view();
-                    row.state = state.to_string();
-                    row.pids = running.iter().map(|r| r.pid).collect();
-                    row.uptime_seconds = running
-                        .iter()
-                        .map(|r| r.since.elapsed().as_secs_f64())
-                        .reduce(f64::max);
-                    row.queued = runner.bulkhead.queued();
-                    let (rss, cpu) = usage::of_groups(&row.pids);
-                    row.rss_bytes = rss;
-                    row.cpu_seconds = cpu;
-                }
-                _ => row.state = "ready".into(),
+            let runs = app.runs();
+            if runs.is_empty() {
+                row.state = "ready".into();
+                return row;
             }
+            let mut states = Vec::new();
+            for (name, run) in &runs {
+                let runner = run.runner();
+                let (state, running) = runner.view();
+                states.push(if runs.len() == 1 {
+                    state.to_string()
+                } else {
+                    format!("{}:{state}", name.rsplit('@').next().unwrap_or(name))
+                });
+                row.pids.extend(running.iter().map(|r| r.pid));
+                let uptime = running.iter().map(|r| r.since.elapsed().as_secs_f64());
+                row.uptime_seconds = row
+                    .uptime_seconds
+                    .into_iter()
+                    .chain(uptime)
+                    .reduce(f64::max);
+                row.queued += runner.bulkhead.queued();
+            }
+            row.state = states.join(",");
+            let (rss, cpu) = usage::of_groups(&row.pids);
+            row.rss_bytes = rss;
+            row.cpu_seconds = cpu;
             row
         })
         .collect();
@@ -260,35 +269,35 @@ pub fn live_apps(shared: &Shared) -> Vec<LiveApp> {
         .collect()
 }
 
-/// Carries out `command` on the apps the request picks.
+/// Carries out `command` on the apps the request picks (a filter may also name one version of
+/// an app as `app@version`).
 fn act(shared: &Shared, command: &str, req: &ActRequest) -> ActResponse {
+    let status = live_status(shared);
     let config = shared.config.load();
     let mut response = ActResponse::default();
-    for app in &config.apps {
-        let row = AppStatus::configured(app, &Default::default());
-        let state_row = match &app.handler {
-            Handler::Run(run) => AppStatus {
-                state: run.runner().view().0.to_string(),
-                ..row
-            },
-            _ => row,
-        };
-        let picked = req.all || req.filters.iter().any(|f| state_row.matches(f));
-        if !picked {
+    for (app, row) in config.apps.iter().zip(&status.apps) {
+        let whole_app = req.all || req.filters.iter().any(|f| row.matches(f));
+        let runs: Vec<_> = app
+            .runs()
+            .into_iter()
+            .filter(|(name, _)| whole_app || req.filters.iter().any(|f| f == name))
+            .collect();
+        if runs.is_empty() {
+            if whole_app {
+                response.skipped.push(app.name.clone());
+            }
             continue;
         }
-        let Handler::Run(run) = &app.handler else {
-            response.skipped.push(app.name.clone());
-            continue;
-        };
-        let runner = run.runner();
-        match command {
-            "start" => runner.start(),
-            "stop" => runner.stop(),
-            _ => runner.restart(),
+        for (name, run) in runs {
+            let runner = run.runner();
+            match command {
+                "start" => runner.start(),
+                "stop" => runner.stop(),
+                _ => runner.restart(),
+            }
+            tracing::info!(app = %name, "{command} asked on the control socket");
+            response.acted.push(name);
         }
-        tracing::info!(app = %app.name, "{command} asked on the control socket");
-        response.acted.push(app.name.clone());
     }
     response
 }

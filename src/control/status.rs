@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{App, Config, Handler};
+use crate::config::{App, Config};
 use crate::metrics::saved::SavedState;
 
 /// The whole status.
@@ -56,9 +56,10 @@ impl AppStatus {
             hosts: app.hosts.iter().map(ToString::to_string).collect(),
             path: app.path.clone(),
             tags: app.tags.clone(),
-            state: match app.handler {
-                Handler::Run(_) => "idle".into(),
-                _ => "-".into(),
+            state: if app.runs().is_empty() {
+                "-".into()
+            } else {
+                "idle".into()
             },
             requests: totals.total_requests(),
             starts: totals.starts,

@@ -239,9 +239,10 @@ impl Metrics {
         }
     }
 
-    /// Writes the state file and the metrics file (if set), each atomically. Errors are logged
-    /// once per kind, not per write.
-    pub fn persist(&self, idle_exit: bool, apps_now: &[LiveApp]) {
+    /// Writes the state file and the metrics file (if set), each atomically. At `exit`, the live
+    /// gauges are written as 0: nothing runs once the launcher is gone.
+    pub fn persist(&self, exit: Exit, apps_now: &[LiveApp]) {
+        let idle_exit = exit == Exit::Idle;
         let totals = self.totals(idle_exit);
         if let Err(e) = saved::write(&self.state_file, &totals) {
             tracing::warn!(
@@ -250,7 +251,14 @@ impl Metrics {
             );
         }
         if let Some(path) = &self.metrics_file {
-            let text = prometheus::render(&totals, &self.live_launcher(), apps_now);
+            let launcher = match exit {
+                Exit::NotYet => self.live_launcher(),
+                Exit::Idle | Exit::Stopped => LiveLauncher {
+                    uptime: Duration::ZERO,
+                    open_connections: 0,
+                },
+            };
+            let text = prometheus::render(&totals, &launcher, apps_now);
             if let Err(e) = saved::write_atomically(path, text.as_bytes()) {
                 tracing::warn!("cannot write the metrics file {}: {e}", path.display());
             }
@@ -268,6 +276,14 @@ impl Metrics {
             open_connections: self.launcher.open_connections.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Whether the launcher is exiting, and why, when the files are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    NotYet,
+    Idle,
+    Stopped,
 }
 
 /// Gauges of the launcher that only exist while it runs.
@@ -319,7 +335,7 @@ mod tests {
             app.record(200, Duration::from_millis(3));
             app.record(503, Duration::from_millis(1));
             app.started(Duration::from_millis(40));
-            m.persist(true, &[]);
+            m.persist(Exit::Idle, &[]);
             let t = m.totals(true);
             assert_eq!(t.launcher.activations, activation);
             assert_eq!(t.launcher.idle_exits, activation);

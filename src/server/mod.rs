@@ -24,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::apps;
-use crate::config::{self, Config, Handler};
+use crate::config::{self, Config};
 use crate::control;
 use crate::idle::Activity;
 use crate::listen::{Listener, Listeners, NamedListener};
 use crate::logging::LogHandle;
-use crate::metrics::Metrics;
+use crate::metrics::{Exit, Metrics};
 use crate::notify;
 use crate::shutdown::{SignalEvent, Signals};
 use accept::{AsyncListener, ConnContext};
@@ -136,7 +136,8 @@ pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result
     }
     stop_apps(&shared).await;
     background.cancel();
-    shared.metrics.persist(idle, &[]);
+    let exit = if idle { Exit::Idle } else { Exit::Stopped };
+    shared.metrics.persist(exit, &[]);
     tracing::info!("exiting");
     Ok(())
 }
@@ -145,7 +146,7 @@ pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result
 fn attach_stats(config: &Config, metrics: &Metrics) {
     for app in &config.apps {
         let stats = metrics.app(&app.name);
-        if let Handler::Run(run) = &app.handler {
+        for (_, run) in app.runs() {
             run.runner().attach_stats(stats.clone());
         }
         let _ = app.stats.set(stats);
@@ -162,7 +163,7 @@ async fn persist_periodically(shared: Arc<Shared>, stop: CancellationToken) {
         }
         let live = control::server::live_apps(&shared);
         let metrics = shared.metrics.clone();
-        let _ = tokio::task::spawn_blocking(move || metrics.persist(false, &live)).await;
+        let _ = tokio::task::spawn_blocking(move || metrics.persist(Exit::NotYet, &live)).await;
     }
 }
 
@@ -175,10 +176,7 @@ async fn stop_apps(shared: &Shared) {
         .load()
         .apps
         .iter()
-        .filter_map(|app| match &app.handler {
-            Handler::Run(run) => Some(run.runner()),
-            _ => None,
-        })
+        .flat_map(|app| app.runs().into_iter().map(|(_, run)| run.runner()))
         .filter(|runner| runner.has_started())
         .collect();
     if !runners.is_empty() {
@@ -199,27 +197,25 @@ async fn stop_apps(shared: &Shared) {
 /// or changed apps) in the background: requests in flight on them finish first, as far as each
 /// app's `stop_timeout` allows.
 fn hand_over_apps(shared: &Shared, old: &Config, new: &Config) {
+    let previous: std::collections::HashMap<String, &crate::handlers::run::Run> =
+        old.apps.iter().flat_map(|app| app.runs()).collect();
     let mut adopted = std::collections::HashSet::new();
     for app in &new.apps {
-        let Handler::Run(run) = &app.handler else {
-            continue;
-        };
-        let previous = old.apps.iter().find(|a| a.name == app.name);
-        if let Some(Handler::Run(previous)) = previous.map(|a| &a.handler) {
-            if run.adopt(previous) {
-                adopted.insert(app.name.clone());
+        for (name, run) in app.runs() {
+            if previous
+                .get(&name)
+                .is_some_and(|old_run| run.adopt(old_run))
+            {
+                adopted.insert(name);
             }
         }
     }
-    for app in &old.apps {
-        let Handler::Run(run) = &app.handler else {
-            continue;
-        };
+    for (name, run) in previous {
         let runner = run.runner();
-        if adopted.contains(&app.name) || !runner.has_started() {
+        if adopted.contains(&name) || !runner.has_started() {
             continue;
         }
-        tracing::info!(app = %app.name, "the app was changed or removed: stopping its processes");
+        tracing::info!(app = %name, "the app was changed or removed: stopping its processes");
         shared
             .retiring
             .spawn(async move { runner.shutdown().await });

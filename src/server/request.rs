@@ -173,7 +173,14 @@ async fn answer(
     shared: &Shared,
     peer: Option<std::net::IpAddr>,
 ) -> Response<Body> {
-    match &app.handler {
+    let handler = match &app.handler {
+        Handler::Versions(versions) => match versions.pick(req.headers()) {
+            Some(version) => &version.handler,
+            None => return no_such_version(&app.name),
+        },
+        handler => handler,
+    };
+    match handler {
         Handler::Respond(respond) => respond.response(),
         Handler::Static(files) => {
             let (parts, _body) = req.into_parts();
@@ -190,7 +197,19 @@ async fn answer(
             run.serve(&app.name, &app.path, &path, req, client, &shared.activity)
                 .await
         }
+        // Versions hold plain handlers only (the config allows no versions of versions).
+        Handler::Versions(_) => no_such_version(&app.name),
     }
+}
+
+fn no_such_version(app: &str) -> Response<Body> {
+    plain(
+        StatusCode::NOT_FOUND,
+        format!(
+            "ondemand: app {app:?} has no version named in the {} header\n",
+            crate::handlers::versions::VERSION_HEADER
+        ),
+    )
 }
 
 fn client(peer: Option<std::net::IpAddr>, host: Option<String>, trusted: bool) -> headers::Client {
