@@ -84,7 +84,8 @@ impl Run {
             app,
             path,
             client,
-            activities: vec![launcher.clone(), runner.activity.clone()],
+            launcher,
+            app_activity: Some(&runner.activity),
         };
         let response = proxy::forward(req, &upstreams, &runner.spec().limits, fwd).await;
         response.map(|body| hold(body, (place, in_app)))

@@ -16,6 +16,7 @@ mod io;
 mod request;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
@@ -215,10 +216,16 @@ fn hand_over_apps(shared: &Shared, old: &Config, new: &Config) {
         if adopted.contains(&name) || !runner.has_started() {
             continue;
         }
-        tracing::info!(app = %name, "the app was changed or removed: stopping its processes");
-        shared
-            .retiring
-            .spawn(async move { runner.shutdown().await });
+        tracing::info!(
+            app = %name,
+            "the app was changed or removed: its processes stop once its requests in flight finish"
+        );
+        let drain = new.server.drain_timeout;
+        shared.retiring.spawn(async move {
+            // New requests already go to the new configuration; let the old one's finish.
+            let _ = tokio::time::timeout(drain, runner.activity.idle_for(Duration::ZERO)).await;
+            runner.shutdown().await
+        });
     }
 }
 

@@ -382,6 +382,7 @@ fn reload_under_load_fails_no_request() {
             })
         })
         .collect();
+    let mut last_requests = 0;
     for i in 0..10 {
         let text = config.replace(
             "respond = { body = \"hi\\n\" }",
@@ -390,6 +391,17 @@ fn reload_under_load_fails_no_request() {
         std::fs::write(&od.config, text).unwrap();
         let (code, out, err) = cli(&od.config, &["reload"]);
         assert_eq!(code, 0, "{out}{err}");
+        // Status under load answers, with counters that only grow.
+        let t = Instant::now();
+        let status = status_json(&od.config, &[]);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "status took {:?}",
+            t.elapsed()
+        );
+        let requests = app(&status, "wiki")["requests"].as_u64().unwrap();
+        assert!(requests >= last_requests, "{requests} < {last_requests}");
+        last_requests = requests;
         std::thread::sleep(Duration::from_millis(100));
     }
     stop.store(true, Ordering::Relaxed);

@@ -130,6 +130,17 @@ impl Ondemand {
     }
 }
 
+impl Drop for Ondemand {
+    /// Stops ondemand with SIGTERM first, so it stops the app processes it started (a SIGKILL
+    /// would leave them to the parent-death signal alone); SIGKILL after 10 s.
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.child.signal(nix::sys::signal::Signal::SIGTERM);
+            let _ = self.child.wait_timeout(Duration::from_secs(10));
+        }
+    }
+}
+
 fn write_config(dir: &tempfile::TempDir, config: &str) -> (PathBuf, PathBuf) {
     let log = dir.path().join("ondemand.log");
     let text = add_log_settings(config, &log);
