@@ -537,11 +537,13 @@ impl Runner {
     async fn start_instance(&self, index: usize) -> Result<(Instance, AppProcess), StartFailure> {
         let started = Instant::now();
         let prepared = self.prepare(index).map_err(StartFailure::setup)?;
-        let mut process = AppProcess::spawn(&prepared.launch).map_err(|e| StartFailure {
-            status: StatusCode::BAD_GATEWAY,
-            reason: format!("it cannot be started: {e}"),
-            log: e.to_string(),
-        })?;
+        let mut process = AppProcess::spawn_off_thread(prepared.launch.clone())
+            .await
+            .map_err(|e| StartFailure {
+                status: StatusCode::BAD_GATEWAY,
+                reason: format!("it cannot be started: {e}"),
+                log: e.to_string(),
+            })?;
         // ondemand's copy of the app's socket is closed now: if the app dies, connections are
         // refused at once (502) instead of waiting in a queue no one reads.
         drop(prepared.launch);

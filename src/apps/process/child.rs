@@ -175,7 +175,7 @@ impl ChildSetup {
         }
         // If ondemand itself is killed (SIGKILL, the OOM killer), its apps get SIGTERM rather
         // than running on unsupervised. Armed after the user switch, which clears it. (The signal
-        // follows the thread that forked: a runtime thread, which lives as long as ondemand.)
+        // follows the thread that forked: the spawner thread, which lives as long as ondemand.)
         check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) })?;
         if unsafe { libc::getppid() } != self.parent {
             return Err(io::Error::other(
