@@ -258,10 +258,12 @@ fn metrics_counters_continue_across_three_activations() {
     let state = dir.path().join("state");
     let prom = dir.path().join("ondemand.prom");
     let config = format!(
-        "[server]\nidle_timeout = \"300ms\"\nstate_dir = \"{}\"\nmetrics_file = \"{}\"\n\n\
+        "[server]\nidle_timeout = \"300ms\"\nstate_dir = \"{}\"\nmetrics_file = \"{}\"\n\
+         control_socket = \"{}\"\n\n\
          [[app]]\nname = \"hello\"\nrespond = {{ body = \"hi\\n\" }}\n",
         state.display(),
-        prom.display()
+        prom.display(),
+        dir.path().join("control.sock").display()
     );
     let value = |text: &str, name: &str| -> u64 {
         text.lines()
