@@ -556,19 +556,12 @@ fn run_config_errors_are_located() {
             "unknown field `restart`",
         ),
     ];
-    for (run, expected) in cases {
-        let dir = tempdir();
-        let config = crate::support::write_file(
-            dir.path(),
-            "c.toml",
-            &format!("[[app]]\nname = \"x\"\n[app.run]\n{run}\n"),
-        );
-        let (code, _out, err) =
-            crate::support::run_ondemand(&["check", "--config", config.to_str().unwrap()]);
-        assert_eq!(code, 2, "{run}: {err}");
-        assert!(err.contains(expected), "{run}: {err}");
-        assert!(err.contains("c.toml:"), "{run}: {err}");
-    }
+    crate::support::assert_check_errors(&cases.map(|(run, expected)| {
+        (
+            format!("[[app]]\nname = \"x\"\n[app.run]\n{run}\n"),
+            expected,
+        )
+    }));
 }
 
 #[test]
