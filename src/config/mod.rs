@@ -3,8 +3,10 @@
 //! Loading is two-stage: `file.rs` mirrors the TOML with serde (unknown keys are errors), then
 //! `validate.rs` checks what serde cannot (unique names, unique routes, valid hosts, paths and
 //! headers) and builds the route table. Every error names the file, line and column.
+//! `keys.rs` is the reference of every key, from which `ondemand.toml(5)` is generated.
 
 mod file;
+pub mod keys;
 pub use file::{ProxyFile, RespondFile, RunFile, StaticFile, UpstreamFile};
 mod validate;
 
