@@ -24,6 +24,10 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     match cli.command {
+        Command::Generate(what) => match ondemand::cli::generate::run(&what) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("{e:#}"), false),
+        },
         Command::Check(args) => check(&args),
         Command::Serve(args) => {
             let inherited = xinetd.and_then(|x| systemd.map(|s| x.into_iter().chain(s).collect()));
