@@ -6,6 +6,7 @@
 
 mod activation;
 mod cli;
+mod deb;
 mod http;
 mod idle;
 mod proxy;
