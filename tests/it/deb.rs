@@ -331,3 +331,46 @@ fn package_installs_quietly_serves_once_enabled_and_purges_cleanly() {
         "test exceeded its {TEST_BUDGET:?} budget"
     );
 }
+
+/// What `ExecStartPre=ondemand check` would cost every activation: the cold first response under
+/// systemd with and without it (the project's units, a `respond` app), in alternating blocks.
+/// A measurement, not a check (`cargo test --release -- --ignored --nocapture exec_start_pre`);
+/// the numbers are in the README and ondemand.service's comment.
+#[test]
+#[ignore]
+fn exec_start_pre_check_cost() {
+    const CONFIG: &str = "[server]\nidle_timeout = \"300ms\"\n\n[[app]]\nname = \"hello\"\n\
+                          respond = { body = \"hello\\n\" }\n";
+    let ct = Container::boot(CONFIG);
+    let port = free_port();
+    let check = format!(
+        "ExecStartPre={} check --config {}",
+        crate::support::nspawn::BIN_IN_CONTAINER,
+        crate::support::nspawn::CONFIG_IN_CONTAINER
+    );
+    let mut samples: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    for block in 0..6 {
+        let with_check = block % 2 == 1;
+        ct.install_units_with(port, if with_check { &check } else { "" });
+        ct.check(&["systemctl", "restart", "ondemand.socket"]);
+        for _ in 0..10 {
+            wait_state(&ct, "ondemand.service", "inactive", Duration::from_secs(10));
+            let sent = Instant::now();
+            let resp = get(port, "localhost", "/").expect("response");
+            samples[usize::from(with_check)].push(sent.elapsed());
+            assert_eq!(resp.status, 200);
+        }
+    }
+    for (name, mut s) in ["without", "with ExecStartPre=ondemand check"]
+        .into_iter()
+        .zip(samples)
+    {
+        s.sort();
+        eprintln!(
+            "cold first response under systemd, {name}: median {:?}, p90 {:?} ({} samples)",
+            s[s.len() / 2],
+            s[s.len() * 9 / 10],
+            s.len()
+        );
+    }
+}
