@@ -135,14 +135,23 @@ fn main_page(cmd: &clap::Command) -> Result<Vec<u8>> {
         ],
     );
     roff.to_writer(&mut out)?;
-    out.extend_from_slice(&see_also(&[
-        "ondemand-serve(1)",
-        "ondemand-check(1)",
-        "ondemand.toml(5)",
-        "systemd.socket(5)",
-        "xinetd.conf(5)",
-        "journalctl(1)",
-    ]));
+    let mut related: Vec<String> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .map(|s| format!("ondemand-{}(1)", s.get_name()))
+        .collect();
+    related.extend(
+        [
+            "ondemand.toml(5)",
+            "systemd.socket(5)",
+            "xinetd.conf(5)",
+            "journalctl(1)",
+        ]
+        .map(String::from),
+    );
+    out.extend_from_slice(&see_also(
+        &related.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
     man.render_version_section(&mut out)?;
     Ok(once_preamble(out))
 }
