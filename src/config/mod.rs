@@ -6,9 +6,11 @@
 //! `keys.rs` is the reference of every key, from which `ondemand.toml(5)` is generated.
 
 mod file;
-pub mod keys;
 pub use file::{ProxyFile, RespondFile, RunFile, StaticFile, UpstreamFile};
 mod validate;
+
+/// The reference of every key: what `ondemand.toml(5)` is generated from.
+pub mod keys;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

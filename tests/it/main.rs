@@ -6,7 +6,6 @@
 
 mod activation;
 mod cli;
-mod deb;
 mod http;
 mod idle;
 mod proxy;
@@ -15,3 +14,6 @@ mod static_files;
 mod support;
 mod systemd;
 mod xinetd;
+
+// The Debian package (scripts/deb), installed in a throwaway systemd container.
+mod deb;
