@@ -347,6 +347,18 @@ mod tests {
             ("app.proxy", fields_of::<ProxyFile>()),
             ("app.run", fields_of::<RunFile>()),
         ];
+        // Every table documented here is checked against its struct: a new section (say for a
+        // new handler) needs its struct added to the list above.
+        let checked: BTreeSet<&str> = structs.iter().map(|(t, _)| *t).collect();
+        let tables: BTreeSet<&str> = SECTIONS
+            .iter()
+            .filter(|s| !s.list_entry)
+            .map(|s| s.table)
+            .collect();
+        assert_eq!(
+            checked, tables,
+            "map each section of SECTIONS to its serde struct in this test"
+        );
         for (table, parsed) in structs {
             let docs = documented(table);
             let undocumented: Vec<_> = parsed.difference(&docs).collect();
