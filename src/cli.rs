@@ -1,5 +1,7 @@
 //! The command line: `ondemand serve`, `ondemand check`, and their options.
 
+pub mod generate;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -25,6 +27,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write the man pages or a shell completion script (for packaging; see scripts/deb).
+    #[command(subcommand, hide = true)]
+    Generate(generate::Generate),
     /// Serve HTTP on the sockets from systemd or xinetd (or --listen) until idle.
     Serve(ServeArgs),
     /// Validate the configuration and print the route table.

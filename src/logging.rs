@@ -1,6 +1,9 @@
-//! Where log lines go, per mode: stderr (a terminal, or the journal under systemd), syslog (under
-//! xinetd, where fds 0-2 are the socket), or a file named in the config. The level filter comes from
-//! `log_level` (overridden by `ONDEMAND_LOG`) and is swapped on reload.
+//! Where log lines go, per mode: the journal under systemd (natively, one journal field per event
+//! field: see [`journald`]), syslog under xinetd (where fds 0-2 are the socket), stderr in a
+//! terminal, or a file named in the config. The level filter comes from `log_level` (overridden by
+//! `ONDEMAND_LOG`) and is swapped on reload.
+
+pub mod journald;
 
 use std::fs::OpenOptions;
 use std::io::{self, IsTerminal, Write};
@@ -118,6 +121,8 @@ where
         registry
             .with(fmt.without_time().with_ansi(false).with_writer(Syslog))
             .init();
+    } else if let Some(journal) = journald::JournalLayer::for_journal_stderr() {
+        registry.with(journal).init();
     } else if std::env::var_os("JOURNAL_STREAM").is_some() {
         // The journal adds its own timestamps.
         registry

@@ -24,6 +24,10 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     match cli.command {
+        Command::Generate(what) => match ondemand::cli::generate::run(&what) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("{e:#}"), false),
+        },
         Command::Check(args) => check(&args),
         Command::Status(args) => control(&args.config, |config| {
             ondemand::control::client::status(config, args.json, &args.filters)

@@ -3,10 +3,14 @@
 //! Loading is two-stage: `file.rs` mirrors the TOML with serde (unknown keys are errors), then
 //! `validate.rs` checks what serde cannot (unique names, unique routes, valid hosts, paths and
 //! headers) and builds the route table. Every error names the file, line and column.
+//! `keys.rs` is the reference of every key, from which `ondemand.toml(5)` is generated.
 
 mod file;
 pub use file::{ProxyFile, RespondFile, RunFile, StaticFile, UpstreamFile};
 mod validate;
+
+/// The reference of every key: what `ondemand.toml(5)` is generated from.
+pub mod keys;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

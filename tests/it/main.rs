@@ -15,3 +15,6 @@ mod static_files;
 mod support;
 mod systemd;
 mod xinetd;
+
+// The Debian package (scripts/deb), installed in a throwaway systemd container.
+mod deb;
