@@ -36,12 +36,22 @@ pub struct UpstreamTime(pub Duration);
 pub fn log(format: AccessLog, entry: &Entry<'_>) {
     match format {
         AccessLog::Off => {}
-        AccessLog::Common => tracing::info!(target: TARGET, "{}", common(entry, SystemTime::now())),
+        // The fields become journal fields under systemd (APP=, STATUS=, DURATION_MS=); in text
+        // logs they follow the line, which leaves them out.
+        AccessLog::Common => tracing::info!(
+            target: TARGET,
+            app = entry.app,
+            status = entry.status,
+            duration_ms = millis(entry.duration),
+            "{}",
+            common(entry, SystemTime::now())
+        ),
         AccessLog::Json => tracing::info!(target: TARGET, "{}", json(entry)),
     }
 }
 
-/// Common Log Format, then `app=... duration=...ms upstream=...ms` (and `incomplete`).
+/// Common Log Format, then `host=... upstream=...ms` (and `incomplete`); app, status and
+/// duration follow as the event's fields.
 fn common(e: &Entry<'_>, now: SystemTime) -> String {
     let peer = e.peer.map_or_else(|| "-".to_string(), |p| p.to_string());
     let time = humantime::format_rfc3339_seconds(now);
@@ -49,15 +59,13 @@ fn common(e: &Entry<'_>, now: SystemTime) -> String {
         .upstream
         .map_or_else(|| "-".to_string(), |u| format!("{:.3}ms", millis(u)));
     format!(
-        "{peer} - - [{time}] \"{} {} {}\" {} {} host={} app={} duration={:.3}ms upstream={upstream}{}",
+        "{peer} - - [{time}] \"{} {} {}\" {} {} host={} upstream={upstream}{}",
         e.method,
         e.target,
         e.version,
         e.status,
         e.bytes,
         if e.host.is_empty() { "-" } else { e.host },
-        e.app,
-        millis(e.duration),
         if e.complete { "" } else { " incomplete" }
     )
 }
@@ -110,7 +118,7 @@ mod tests {
         assert_eq!(
             line,
             "192.0.2.1 - - [1970-01-01T00:00:00Z] \"GET /a?b=1 HTTP/1.1\" 200 1234 \
-             host=wiki.example app=wiki duration=2.500ms upstream=2.000ms"
+             host=wiki.example upstream=2.000ms"
         );
     }
 

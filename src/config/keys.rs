@@ -98,6 +98,21 @@ pub const SECTIONS: &[Section] = &[
             key("runtime_dir", "string", "$RUNTIME_DIRECTORY, else \"/run/ondemand\"",
                 "Where the sockets of `run` apps are made (in `apps/`, created on first use). An absolute path.",
                 "\"/run/ondemand\""),
+            key("control_socket", "string", "runtime_dir/control.sock",
+                "The control socket of `ondemand status`, `start`, `stop`, `restart` and `reload` (mode 0660). Using it never counts as activity.",
+                "\"/run/ondemand/control.sock\""),
+            key("state_dir", "string", "$STATE_DIRECTORY, else \"/var/lib/ondemand\"",
+                "Where state.json keeps the counters of every activation so far (read when first needed, never at start-up).",
+                "\"/var/lib/ondemand\""),
+            key("metrics_file", "string", "none",
+                "Also write the Prometheus metrics to this file, atomically, every `metrics_interval` and at exit (node_exporter's textfile collector).",
+                "\"/var/lib/prometheus/node-exporter/ondemand.prom\""),
+            key("metrics_interval", "duration", "\"10s\"",
+                "How often the state and metrics files are written while running (at least 1s).",
+                "\"10s\""),
+            key("access_log", "string", "\"off\"",
+                "`\"common\"` (Common Log Format plus host, app, duration and upstream time) or `\"json\"`: one line per finished request, into the log; `\"off\"` for none.",
+                "\"common\""),
         ],
     },
     Section {
@@ -115,6 +130,12 @@ pub const SECTIONS: &[Section] = &[
             key("path", "string", "\"/\"",
                 "Path prefix, matched on whole segments: `/api` matches `/api` and `/api/x`, not `/apix`.",
                 "\"/\""),
+            key("tags", "list of strings", "[]",
+                "Labels to pick apps by in `ondemand status`, `start`, `stop` and `restart`.",
+                "[\"team-a\"]"),
+            key("version", "list of tables", "",
+                "Versions of the app with weights, instead of one handler (see below).",
+                "[]"),
             key("respond", "table", "",
                 "A fixed response (see below).",
                 "{ body = \"hello\" }"),
@@ -267,6 +288,24 @@ pub const SECTIONS: &[Section] = &[
                 "1"),
         ],
     },
+    Section {
+        table: "app.version",
+        heading: "[[app.version]]",
+        list_entry: false,
+        intro: "Versions of an app, for switching traffic between them: each has a name, a weight and exactly one handler. Requests are split by weight (exactly, by smooth weighted round-robin); change the weights and reload to move traffic at once; a version with weight 0 gets no traffic but is reached by requests with the header X-Ondemand-Version: NAME.",
+        keys: &[
+            key("name", "string", "(required)",
+                "The version's name, unique within the app.",
+                "\"blue\""),
+            key("weight", "integer", "1",
+                "Its share of the app's traffic; 0 for none.",
+                "90"),
+            key("respond", "table", "", "As for an app.", "{ body = \"blue\" }"),
+            key("static", "table", "", "As for an app.", "{ root = \"/srv/www\" }"),
+            key("proxy", "table", "", "As for an app.", "{ upstream = \"http://127.0.0.1:9001\" }"),
+            key("run", "table", "", "As for an app.", "{ command = [\"/usr/bin/app\"] }"),
+        ],
+    },
 ];
 
 /// The section documenting `table` ("server", "app.run", ...).
@@ -291,6 +330,7 @@ mod tests {
 
     use super::super::file::{
         AppFile, FileConfig, ProxyFile, RespondFile, RunFile, ServerFile, StaticFile, UpstreamFile,
+        VersionFile,
     };
     use super::*;
 
@@ -346,6 +386,7 @@ mod tests {
             ("app.static", fields_of::<StaticFile>()),
             ("app.proxy", fields_of::<ProxyFile>()),
             ("app.run", fields_of::<RunFile>()),
+            ("app.version", fields_of::<VersionFile>()),
         ];
         // Every table documented here is checked against its struct: a new section (say for a
         // new handler) needs its struct added to the list above.
@@ -396,8 +437,8 @@ mod tests {
             if s.list_entry {
                 continue; // see upstream_entry_keys_make_a_weighted_upstream
             }
-            if s.table == "app" {
-                toml.push_str("\n[[app]]\n");
+            if s.table == "app" || s.table == "app.version" {
+                toml.push_str(&format!("\n[[{}]]\n", s.table));
             } else {
                 toml.push_str(&format!("\n[{}]\n", s.table));
             }
