@@ -84,8 +84,12 @@ pub struct ConfigArg {
 pub struct ServeArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// Also listen on ADDR (HOST:PORT or unix:/path); repeatable. For runs by hand: under systemd
-    /// or xinetd the supervisor's sockets are used.
+    /// Also listen on ADDR (HOST:PORT, https://HOST:PORT for HTTPS, or unix:/path); repeatable.
+    /// For runs by hand: under systemd or xinetd the supervisor's sockets are used.
     #[arg(long, short = 'l', value_name = "ADDR")]
     pub listen: Vec<ListenAddr>,
+    /// The name of the socket xinetd passes on fd 0: "http", or "https" for a service whose
+    /// socket speaks TLS (systemd names its sockets with FileDescriptorName= instead).
+    #[arg(long, value_name = "NAME", default_value = "http", value_parser = ["http", "https"])]
+    pub xinetd_socket_name: String,
 }

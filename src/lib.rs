@@ -9,6 +9,7 @@
 //! - [`config`]: reading and checking `ondemand.toml` (file mirror → validated [`config::Config`]).
 //! - [`listen`]: the sockets, from systemd, xinetd or `--listen`.
 //! - [`server`]: accepting, serving HTTP/1.1 and h2c, the head deadlines, the stop sequence.
+//! - [`tls`]: HTTPS on the sockets named `https`: certificates chosen by SNI, loaded lazily.
 //! - [`routing`]: Host + path → app, and request-path normalization.
 //! - [`handlers`]: what answers an app's requests (`respond`, `static`, `proxy`), and ondemand's own error responses.
 //! - [`proxy`]: forwarding to upstream HTTP/1.1 servers (pools, balancing, headers, WebSocket).
@@ -33,6 +34,7 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 
 use anyhow::{Context, Result};
 
@@ -85,6 +87,28 @@ pub fn raise_open_files_limit() {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
+}
+
+/// The certificates of `config` for `ondemand check` (empty when there are none).
+pub fn certificate_table(config: &config::Config) -> String {
+    let rows: Vec<[String; 2]> = config
+        .tls
+        .entries
+        .iter()
+        .map(|c| {
+            let (names, file) = c.describe();
+            [names, file]
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let width = rows.iter().map(|r| r[0].len()).max().unwrap_or(0).max(5);
+    let mut out = format!("\n{:<width$}  CERTIFICATE\n", "NAMES");
+    for [names, file] in rows {
+        out.push_str(&format!("{names:<width$}  {file}\n"));
+    }
+    out
 }
 
 /// Prints the route table of `config` for `ondemand check`.

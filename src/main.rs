@@ -64,11 +64,12 @@ fn fail(message: &str, under_xinetd: bool) -> ExitCode {
 
 fn check(args: &ConfigArg) -> ExitCode {
     let path = config::resolve_path(args.config.as_deref());
-    match config::load(&path) {
+    match config::load_and_check_files(&path) {
         Ok(config) => {
             // Not print!: `ondemand check | head` closes the pipe early, which is no error.
             let mut out = std::io::stdout().lock();
             let _ = write!(out, "{}", ondemand::route_table(&config));
+            let _ = write!(out, "{}", ondemand::certificate_table(&config));
             let _ = writeln!(out, "{}: OK, {} apps", path.display(), config.apps.len());
             ExitCode::SUCCESS
         }
@@ -105,6 +106,7 @@ fn control(
 }
 
 fn serve(args: ServeArgs, mut all: Vec<NamedListener>, under_xinetd: bool) -> ExitCode {
+    listen::name_xinetd_socket(&mut all, &args.xinetd_socket_name);
     let path = config::resolve_path(args.config.config.as_deref());
     // Under a supervisor a bad config must not become a restart loop: serve 503 instead.
     let supervised = !all.is_empty();

@@ -20,6 +20,8 @@ pub struct FileConfig {
     pub server: ServerFile,
     #[serde(default, rename = "app")]
     pub apps: Vec<Spanned<AppFile>>,
+    #[serde(default, rename = "certificate")]
+    pub certificates: Vec<Spanned<CertificateFile>>,
 }
 
 /// `[server]`: launcher-wide settings. Every key is optional; defaults live in `validate.rs`.
@@ -61,6 +63,7 @@ pub struct AppFile {
     pub static_files: Option<Spanned<StaticFile>>,
     pub proxy: Option<Spanned<ProxyFile>>,
     pub run: Option<Spanned<RunFile>>,
+    pub https_redirect: Option<Spanned<HttpsRedirect>>,
     /// `[[app.version]]`: versions with weights, instead of one handler.
     #[serde(default, rename = "version")]
     pub versions: Vec<Spanned<VersionFile>>,
@@ -77,6 +80,52 @@ pub struct VersionFile {
     pub static_files: Option<Spanned<StaticFile>>,
     pub proxy: Option<Spanned<ProxyFile>>,
     pub run: Option<Spanned<RunFile>>,
+}
+
+/// `https_redirect`: `true` (to port 443), `false`, or the HTTPS port to redirect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpsRedirect {
+    Off,
+    Port(u16),
+}
+
+impl<'de> Deserialize<'de> for HttpsRedirect {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = HttpsRedirect;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false, or the HTTPS port to redirect to (like 8443)")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<HttpsRedirect, E> {
+                Ok(if v {
+                    HttpsRedirect::Port(443)
+                } else {
+                    HttpsRedirect::Off
+                })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<HttpsRedirect, E> {
+                u16::try_from(v)
+                    .ok()
+                    .filter(|&p| p > 0)
+                    .map(HttpsRedirect::Port)
+                    .ok_or_else(|| E::custom(format!("https_redirect = {v}: a port is 1 to 65535")))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// One `[[certificate]]` table: a certificate chain and its key (PEM files), and the names it
+/// serves (checked and loaded in `tls/`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFile {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    pub hosts: Option<Spanned<OneOrMany>>,
+    pub apps: Option<Spanned<OneOrMany>>,
+    pub default: Option<bool>,
 }
 
 /// `[app.run]`: an app process ondemand starts on demand (checked in `apps/spec.rs`).

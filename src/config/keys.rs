@@ -136,6 +136,9 @@ pub const SECTIONS: &[Section] = &[
             key("version", "list of tables", "",
                 "Versions of the app with weights, instead of one handler (see below).",
                 "[]"),
+            key("https_redirect", "boolean or integer", "false",
+                "`true`: requests that arrive over plain HTTP get a redirect to the same host and path on https:// (port 443); a number (`8443`) redirects to that port. `301` for GET and HEAD, `308` for others. Requests over HTTPS, and requests a `trusted_proxies` peer marks X-Forwarded-Proto: https, are served.",
+                "true"),
             key("respond", "table", "",
                 "A fixed response (see below).",
                 "{ body = \"hello\" }"),
@@ -289,6 +292,29 @@ pub const SECTIONS: &[Section] = &[
         ],
     },
     Section {
+        table: "certificate",
+        heading: "[[certificate]]",
+        list_entry: false,
+        intro: "A certificate for the sockets that speak TLS (named `https`), chosen by the name the client asks for (SNI): an exact host, then the longest wildcard, then the `default` one. Files are read on the first handshake that needs them, and again after a reload; `ondemand check` reads them all.",
+        keys: &[
+            key("cert", "string", "(required)",
+                "Absolute path of a PEM file with the certificate first, then its intermediates (certbot's fullchain.pem).",
+                "\"/etc/letsencrypt/live/example.com/fullchain.pem\""),
+            key("key", "string", "(required)",
+                "Absolute path of the PEM private key (certbot's privkey.pem).",
+                "\"/etc/letsencrypt/live/example.com/privkey.pem\""),
+            key("hosts", "string or list of strings", "none",
+                "Names it serves, written like app hosts (`example.com`, `*.example.com`).",
+                "[\"example.com\", \"*.example.com\"]"),
+            key("apps", "string or list of strings", "none",
+                "Names of `[[app]]` entries whose hosts it also serves.",
+                "[\"wiki\"]"),
+            key("default", "boolean", "false",
+                "Serve it to clients that send no name and to names no certificate serves. At most one.",
+                "true"),
+        ],
+    },
+    Section {
         table: "app.version",
         heading: "[[app.version]]",
         list_entry: false,
@@ -329,8 +355,8 @@ mod tests {
     use serde::de::{self, Deserialize, Deserializer, Visitor};
 
     use super::super::file::{
-        AppFile, FileConfig, ProxyFile, RespondFile, RunFile, ServerFile, StaticFile, UpstreamFile,
-        VersionFile,
+        AppFile, CertificateFile, FileConfig, ProxyFile, RespondFile, RunFile, ServerFile,
+        StaticFile, UpstreamFile, VersionFile,
     };
     use super::*;
 
@@ -387,6 +413,7 @@ mod tests {
             ("app.proxy", fields_of::<ProxyFile>()),
             ("app.run", fields_of::<RunFile>()),
             ("app.version", fields_of::<VersionFile>()),
+            ("certificate", fields_of::<CertificateFile>()),
         ];
         // Every table documented here is checked against its struct: a new section (say for a
         // new handler) needs its struct added to the list above.
@@ -437,7 +464,7 @@ mod tests {
             if s.list_entry {
                 continue; // see upstream_entry_keys_make_a_weighted_upstream
             }
-            if s.table == "app" || s.table == "app.version" {
+            if matches!(s.table, "app" | "app.version" | "certificate") {
                 toml.push_str(&format!("\n[[{}]]\n", s.table));
             } else {
                 toml.push_str(&format!("\n[{}]\n", s.table));

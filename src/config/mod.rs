@@ -6,7 +6,7 @@
 //! `keys.rs` is the reference of every key, from which `ondemand.toml(5)` is generated.
 
 mod file;
-pub use file::{ProxyFile, RespondFile, RunFile, StaticFile, UpstreamFile};
+pub use file::{CertificateFile, ProxyFile, RespondFile, RunFile, StaticFile, UpstreamFile};
 mod validate;
 
 /// The reference of every key: what `ondemand.toml(5)` is generated from.
@@ -22,6 +22,7 @@ use crate::handlers::respond::Respond;
 use crate::handlers::run::Run;
 use crate::handlers::static_files::StaticFiles;
 use crate::routing::{HostPattern, Router};
+use crate::tls::Certificates;
 
 pub use validate::validate;
 
@@ -36,6 +37,9 @@ pub struct Config {
     pub server: ServerSettings,
     pub apps: Vec<Arc<App>>,
     pub router: Router,
+    /// The `[[certificate]]` entries for the sockets that speak TLS; their files are read on the
+    /// first handshake that needs them.
+    pub tls: Certificates,
     /// Set when the file could not be loaded at start under a supervisor: the launcher then
     /// answers every request with 503 (see [`Config::unusable`]) instead of exiting at once.
     pub load_error: Option<String>,
@@ -55,6 +59,7 @@ impl Config {
             server: salvage_log_settings(path),
             apps: Vec::new(),
             router: Router::default(),
+            tls: Certificates::default(),
             load_error: Some(error.to_string()),
         }
     }
@@ -218,6 +223,8 @@ pub struct App {
     /// Normalized path prefix, without trailing slash (except "/").
     pub path: String,
     pub handler: Handler,
+    /// `https_redirect`: plain-HTTP requests are redirected to HTTPS on this port.
+    pub https_redirect: Option<u16>,
 }
 
 /// What answers an app's requests: exactly one per app.
@@ -344,6 +351,22 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     parse(path, &source)
+}
+
+/// Reads and checks the configuration at `path` as `ondemand check` does: like [`load`], and
+/// also reads every certificate and key file and checks them (parse, key match, validity dates,
+/// host names), which `serve` leaves to the first TLS handshake that needs each one.
+pub fn load_and_check_files(path: &Path) -> Result<Config, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let config = parse(path, &source)?;
+    config
+        .tls
+        .check(std::time::SystemTime::now())
+        .map_err(|e| e.into_error(path, &source))?;
+    Ok(config)
 }
 
 /// Parses and checks `source` as if read from `path`.

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::file::{AppFile, FileConfig, IdleTimeout, ServerFile};
+use super::file::{AppFile, FileConfig, HttpsRedirect, IdleTimeout, ServerFile};
 use super::{AccessLog, App, Config, Handler, Located, LogTarget, ServerSettings};
 use crate::handlers::proxy::Proxy;
 use crate::handlers::respond::Respond;
 use crate::handlers::run::Run;
 use crate::handlers::static_files::StaticFiles;
 use crate::routing::{path, HostPattern, Router};
+use crate::tls::Certificates;
 
 /// Checks `file` (read from `path`) and builds the [`Config`].
 pub fn validate(path: &Path, file: FileConfig) -> Result<Config, Located> {
@@ -35,11 +36,13 @@ pub fn validate(path: &Path, file: FileConfig) -> Result<Config, Located> {
         add_routes(&mut router, &app, &apps, span)?;
         apps.push(Arc::new(app));
     }
+    let tls = Certificates::from_config(file.certificates, &apps)?;
     Ok(Config {
         path: path.to_path_buf(),
         server,
         apps,
         router,
+        tls,
         load_error: None,
     })
 }
@@ -239,6 +242,10 @@ fn app(
         }
     };
     let tags = file.tags.clone();
+    let https_redirect = match file.https_redirect.as_ref().map(|r| *r.get_ref()) {
+        Some(HttpsRedirect::Port(port)) => Some(port),
+        Some(HttpsRedirect::Off) | None => None,
+    };
     let handler = handler(&name, &path, file, span, runtime_dir)?;
     Ok(App {
         name,
@@ -247,6 +254,7 @@ fn app(
         hosts,
         path,
         handler,
+        https_redirect,
     })
 }
 

@@ -40,6 +40,11 @@ pub struct NamedListener {
 /// The name of the inherited socket reserved for the control socket; it never serves HTTP.
 pub const CONTROL_SOCKET_NAME: &str = "control";
 
+/// The name of sockets that speak HTTPS (TLS, then HTTP/1.1 or HTTP/2 by ALPN): systemd's
+/// `FileDescriptorName=https`, xinetd's `--xinetd-socket-name https`, `--listen https://ADDR`.
+/// Every other name speaks plain HTTP.
+pub const HTTPS_SOCKET_NAME: &str = "https";
+
 impl NamedListener {
     /// Sets O_NONBLOCK, as the async runtime requires. (Inherited sockets arrive blocking; the
     /// flag is shared with the supervisor's copy, which both xinetd and systemd tolerate.)
@@ -49,6 +54,18 @@ impl NamedListener {
             Listener::Unix(l) => l.set_nonblocking(true),
         }
         .with_context(|| format!("cannot make {self} non-blocking"))
+    }
+
+    /// True for a socket that speaks TLS (named [`HTTPS_SOCKET_NAME`]).
+    pub fn speaks_tls(&self) -> bool {
+        self.name == HTTPS_SOCKET_NAME
+    }
+}
+
+/// Names the socket xinetd passed (`--xinetd-socket-name`): xinetd passes one socket and no name.
+pub fn name_xinetd_socket(all: &mut [NamedListener], name: &str) {
+    for l in all.iter_mut().filter(|l| l.origin == Origin::Xinetd) {
+        l.name = name.to_string();
     }
 }
 
@@ -86,6 +103,8 @@ impl fmt::Display for NamedListener {
 pub enum ListenAddr {
     Tcp(SocketAddr),
     Unix(PathBuf),
+    /// `https://HOST:PORT`: a TCP socket named `https`, which speaks TLS.
+    Https(SocketAddr),
 }
 
 impl std::str::FromStr for ListenAddr {
@@ -99,10 +118,22 @@ impl std::str::FromStr for ListenAddr {
             }
             return Ok(ListenAddr::Unix(PathBuf::from(path)));
         }
-        s.parse::<SocketAddr>().map(ListenAddr::Tcp).map_err(|_| {
+        let (tcp, https): (&str, bool) =
+            match (s.strip_prefix("https://"), s.strip_prefix("http://")) {
+                (Some(addr), _) => (addr, true),
+                (None, Some(addr)) => (addr, false),
+                (None, None) => (s, false),
+            };
+        let addr = tcp.parse::<SocketAddr>().map_err(|_| {
             format!(
-                "{s:?} is not an address: use HOST:PORT (127.0.0.1:8080, [::1]:8080) or unix:/path"
+                "{s:?} is not an address: use HOST:PORT (127.0.0.1:8080, [::1]:8080), \
+                 https://HOST:PORT for HTTPS, or unix:/path"
             )
+        })?;
+        Ok(if https {
+            ListenAddr::Https(addr)
+        } else {
+            ListenAddr::Tcp(addr)
         })
     }
 }
@@ -110,13 +141,17 @@ impl std::str::FromStr for ListenAddr {
 /// Binds `addr` for `--listen`.
 pub fn bind(addr: &ListenAddr) -> Result<NamedListener> {
     let listener = match addr {
-        ListenAddr::Tcp(a) => Listener::Tcp(
+        ListenAddr::Tcp(a) | ListenAddr::Https(a) => Listener::Tcp(
             std::net::TcpListener::bind(a).with_context(|| format!("cannot listen on {a}"))?,
         ),
         ListenAddr::Unix(path) => Listener::Unix(bind_unix(path)?),
     };
+    let name = match addr {
+        ListenAddr::Https(_) => HTTPS_SOCKET_NAME,
+        _ => "http",
+    };
     Ok(NamedListener {
-        name: "http".into(),
+        name: name.into(),
         listener,
         origin: Origin::CommandLine,
     })
@@ -200,6 +235,14 @@ mod tests {
             Ok(ListenAddr::Unix("/run/x.sock".into()))
         );
         assert!("unix:relative".parse::<ListenAddr>().is_err());
+        assert_eq!(
+            "https://127.0.0.1:8443".parse(),
+            Ok(ListenAddr::Https(([127, 0, 0, 1], 8443).into()))
+        );
+        assert_eq!(
+            "http://127.0.0.1:80".parse(),
+            Ok(ListenAddr::Tcp(([127, 0, 0, 1], 80).into()))
+        );
         assert!("8080"
             .parse::<ListenAddr>()
             .unwrap_err()

@@ -1,6 +1,6 @@
 //! Accepting connections and serving each one: HTTP/1.1 with keep-alive and h2c (prior knowledge)
-//! on the same socket, with the connection limit, the head deadlines and a graceful close on
-//! shutdown.
+//! on the same socket, or on a socket that speaks TLS, HTTP/1.1 and HTTP/2 after the handshake
+//! (by ALPN); with the connection limit, the head deadlines and a graceful close on shutdown.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,13 +37,25 @@ pub struct ConnContext {
 /// Accepts on `listener` until `stop` is cancelled. A permit from `slots` is taken before each
 /// accept, so at most `max_connections` are served and the rest wait in the kernel's queue.
 /// Connections still in that queue when accepting stops are left for the supervisor's next start.
+/// With `tls`, every connection begins with a TLS handshake.
 pub async fn accept_loop(
     listener: AsyncListener,
     name: String,
+    tls: bool,
     slots: Arc<Semaphore>,
     stop: CancellationToken,
     ctx: ConnContext,
 ) {
+    let config = ctx.shared.config.load();
+    // (An unusable configuration has no certificates either; its own error is logged already.)
+    if tls && config.tls.is_empty() && config.load_error.is_none() {
+        tracing::error!(
+            socket = %name,
+            "this socket speaks TLS, but the configuration has no [[certificate]]: every \
+             handshake on it fails until one is added (then reload)"
+        );
+    }
+    drop(config);
     loop {
         let permit = match slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -71,9 +83,9 @@ pub async fn accept_loop(
         match accepted {
             Ok(Accepted::Tcp(stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                spawn_connection(stream, Some(peer), permit, &ctx);
+                spawn_connection(stream, Some(peer), tls, permit, &ctx);
             }
-            Ok(Accepted::Unix(stream)) => spawn_connection(stream, None, permit, &ctx),
+            Ok(Accepted::Unix(stream)) => spawn_connection(stream, None, tls, permit, &ctx),
             Err(e) => {
                 // EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: log, back off, carry on.
                 tracing::warn!(socket = %name, "accept failed: {e}; retrying in 100ms");
@@ -102,6 +114,7 @@ async fn accept(listener: &AsyncListener) -> std::io::Result<Accepted> {
 fn spawn_connection<S>(
     stream: S,
     peer: Option<std::net::SocketAddr>,
+    tls: bool,
     permit: OwnedSemaphorePermit,
     ctx: &ConnContext,
 ) where
@@ -114,18 +127,41 @@ fn spawn_connection<S>(
     let conn = Arc::new(ConnState::new(
         ctx.shared.activity.begin(),
         peer.map(|p| p.ip().to_canonical()),
+        tls,
     ));
     let ctx2 = ctx.clone();
-    ctx.tasks.spawn(async move {
-        serve_connection(stream, conn, &ctx2).await;
-        ctx2.shared
-            .metrics
-            .launcher
-            .open_connections
-            .fetch_sub(1, Ordering::Relaxed);
-        tracing::trace!(peer = ?peer, "connection closed");
-        drop(permit);
-    });
+    // Two task types, not one with a branch: a task is as large as its largest state, and the
+    // TLS states (the handshake, the TLS stream) would make every plain connection pay for them.
+    if tls {
+        ctx.tasks.spawn(async move {
+            // The handshake is bounded by first_request_timeout and not cut short by a drain:
+            // the client gets its first request served, as on a plain socket.
+            let config = ctx2.shared.config.load_full();
+            let deadline = conn.first_request_deadline(config.server.first_request_timeout);
+            match crate::tls::accept(stream, &config.tls, deadline).await {
+                Ok(stream) => serve_connection(stream, conn, &ctx2).await,
+                Err(e) => tracing::debug!(peer = ?peer, "TLS handshake failed: {e}"),
+            }
+            closed(&ctx2, peer);
+            drop(permit);
+        });
+    } else {
+        ctx.tasks.spawn(async move {
+            serve_connection(stream, conn, &ctx2).await;
+            closed(&ctx2, peer);
+            drop(permit);
+        });
+    }
+}
+
+/// Counts a connection's end.
+fn closed(ctx: &ConnContext, peer: Option<std::net::SocketAddr>) {
+    ctx.shared
+        .metrics
+        .launcher
+        .open_connections
+        .fetch_sub(1, Ordering::Relaxed);
+    tracing::trace!(peer = ?peer, "connection closed");
 }
 
 /// Serves one connection until it closes, or until the drain asks it to finish.

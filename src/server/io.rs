@@ -2,7 +2,8 @@
 //!
 //! hyper's own header timeout closes a slow connection without a word, and hyper-util's HTTP/1 +
 //! h2c detection has no timeout at all, so the waits are enforced here, below both:
-//! - a new connection must start its first request within `first_request_timeout`;
+//! - a new connection must start its first request within `first_request_timeout` of being
+//!   accepted (on an HTTPS socket the TLS handshake comes out of that time too);
 //! - an idle keep-alive connection is closed after `keepalive_timeout`;
 //! - once a request head has begun, it must be complete within `header_read_timeout`, or the
 //!   client gets `408 Request Timeout` (HTTP/1 only) and the connection is closed (slowloris).
@@ -24,10 +25,14 @@ use tokio::time::{Instant, Sleep};
 use crate::idle::ActivityGuard;
 
 /// What the server knows about one connection, shared by its reads and its requests.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnState {
     /// The client's address; `None` for a unix-socket peer.
     pub peer: Option<std::net::IpAddr>,
+    /// It came in on a socket that speaks TLS: its requests are `https`.
+    pub tls: bool,
+    /// When it was accepted; the first request is due `first_request_timeout` after this.
+    pub accepted_at: Instant,
     /// Requests whose response has not been sent completely.
     in_service: AtomicUsize,
     /// Requests completed so far; a change starts a new wait for the next head.
@@ -44,12 +49,27 @@ pub struct ConnState {
 }
 
 impl ConnState {
-    pub fn new(until_first_request: ActivityGuard, peer: Option<std::net::IpAddr>) -> Self {
+    pub fn new(
+        until_first_request: ActivityGuard,
+        peer: Option<std::net::IpAddr>,
+        tls: bool,
+    ) -> Self {
         ConnState {
             peer,
+            tls,
+            accepted_at: Instant::now(),
+            in_service: AtomicUsize::new(0),
+            completed: AtomicU64::new(0),
+            first_request_seen: AtomicBool::new(false),
+            first_request: Notify::new(),
             until_first_request: Mutex::new(Some(until_first_request)),
-            ..Default::default()
+            reader: Mutex::new(None),
         }
+    }
+
+    /// When the first request must have begun (the TLS handshake included).
+    pub fn first_request_deadline(&self, first_request_timeout: Duration) -> Instant {
+        self.accepted_at + first_request_timeout
     }
 
     /// A request head arrived and is being served.
@@ -145,11 +165,12 @@ pub struct DeadlineIo<T> {
 
 impl<T> DeadlineIo<T> {
     pub fn new(inner: T, conn: Arc<ConnState>, deadlines: Deadlines) -> Self {
+        let first_request = conn.first_request_deadline(deadlines.first_request);
         DeadlineIo {
             inner,
             conn,
             deadlines,
-            timer: Box::pin(tokio::time::sleep(deadlines.first_request)),
+            timer: Box::pin(tokio::time::sleep_until(first_request)),
             waiting: Waiting::ForHead,
             wait_epoch: None,
             is_h2: None,
@@ -169,12 +190,13 @@ impl<T> DeadlineIo<T> {
         }
         self.wait_epoch = Some(epoch);
         self.waiting = Waiting::ForHead;
-        let wait = if self.conn.has_seen_first_request() {
-            self.deadlines.keepalive
+        let deadline = if self.conn.has_seen_first_request() {
+            Instant::now() + self.deadlines.keepalive
         } else {
-            self.deadlines.first_request
+            self.conn
+                .first_request_deadline(self.deadlines.first_request)
         };
-        self.timer.as_mut().reset(Instant::now() + wait);
+        self.timer.as_mut().reset(deadline);
     }
 
     fn saw_bytes(&mut self, bytes: &[u8]) {

@@ -77,11 +77,13 @@ pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result
     let socket_count = listeners.http.len();
     for named in listeners.http {
         let description = named.to_string();
+        let tls = named.speaks_tls();
         let listener = register(named).with_context(|| format!("cannot serve on {description}"))?;
         tracing::debug!("serving on {description}");
         accept_loops.spawn(accept::accept_loop(
             listener,
             description,
+            tls,
             slots.clone(),
             stop_accepting.clone(),
             ctx.clone(),

@@ -23,6 +23,7 @@ use crate::idle::ActivityGuard;
 use crate::metrics::AppStats;
 use crate::proxy::headers;
 use crate::routing::{path, request_host};
+use crate::tls::redirect;
 
 /// Answers one request. The request counts as in flight from this call (before the returned
 /// future first runs) until its response body is sent completely or dropped; then it is counted
@@ -38,14 +39,14 @@ pub fn handle(
         conn: conn.clone(),
     };
     let shared = shared.clone();
-    let peer = conn.peer;
+    let (peer, tls) = (conn.peer, conn.tls);
     let started = Instant::now();
     let access_log = shared.config.load().server.access_log;
     let line = (access_log != AccessLog::Off).then(|| RequestLine::of(&req));
     // The body of a response to HEAD is never sent: the response is complete with its head.
     let head = req.method() == Method::HEAD;
     async move {
-        let (response, app) = route_and_answer(req, &shared, peer).await;
+        let (response, app) = route_and_answer(req, &shared, peer, tls).await;
         let stats = app.as_ref().and_then(|a| a.stats.get().cloned());
         if let Some(stats) = &stats {
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -149,6 +150,7 @@ async fn route_and_answer(
     req: Request<Incoming>,
     shared: &Shared,
     peer: Option<std::net::IpAddr>,
+    tls: bool,
 ) -> (Response<Body>, Option<Arc<App>>) {
     let (app, path, host, trusted) = match route(&req, shared, peer) {
         Route::To {
@@ -160,7 +162,8 @@ async fn route_and_answer(
         Route::Answered(answer) => return (answer, None),
     };
     tracing::debug!(app = %app.name, method = %req.method(), path, "request");
-    let response = answer(req, &app, path, host, trusted, shared, peer).await;
+    let client = client(peer, tls, host, trusted);
+    let response = answer(req, &app, path, client, shared).await;
     (response, Some(app))
 }
 
@@ -168,11 +171,15 @@ async fn answer(
     req: Request<Incoming>,
     app: &App,
     path: String,
-    host: Option<String>,
-    trusted: bool,
+    client: headers::Client,
     shared: &Shared,
-    peer: Option<std::net::IpAddr>,
 ) -> Response<Body> {
+    let (tls, trusted) = (client.proto == "https", client.trusted);
+    if let Some(port) = app.https_redirect {
+        if !redirect::came_over_https(tls, trusted, req.headers()) {
+            return redirect::to_https(&req, client.host.as_deref(), port);
+        }
+    }
     let handler = match &app.handler {
         Handler::Versions(versions) => match versions.pick(req.headers()) {
             Some(version) => &version.handler,
@@ -187,13 +194,11 @@ async fn answer(
             files.serve(&app.name, &app.path, &path, parts).await
         }
         Handler::Proxy(proxy) => {
-            let client = client(peer, host, trusted);
             proxy
                 .serve(&app.name, &app.path, &path, req, client, &shared.activity)
                 .await
         }
         Handler::Run(run) => {
-            let client = client(peer, host, trusted);
             run.serve(&app.name, &app.path, &path, req, client, &shared.activity)
                 .await
         }
@@ -212,10 +217,15 @@ fn no_such_version(app: &str) -> Response<Body> {
     )
 }
 
-fn client(peer: Option<std::net::IpAddr>, host: Option<String>, trusted: bool) -> headers::Client {
+fn client(
+    peer: Option<std::net::IpAddr>,
+    tls: bool,
+    host: Option<String>,
+    trusted: bool,
+) -> headers::Client {
     headers::Client {
         addr: peer,
-        proto: "http",
+        proto: if tls { "https" } else { "http" },
         host,
         trusted,
     }

@@ -14,6 +14,7 @@ mod run;
 mod static_files;
 mod support;
 mod systemd;
+mod tls;
 mod xinetd;
 
 // The Debian package (scripts/deb), installed in a throwaway systemd container.

@@ -6,6 +6,7 @@
 
 pub mod nspawn;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 pub mod xinetd;
 

@@ -233,6 +233,34 @@ impl Container {
 
     /// Like [`install_units`](Self::install_units), with `service_extra` (lines for the
     /// service's [Service] section, e.g. `Environment=RUST_LOG=debug`) added to its drop-in.
+    /// Installs the project's systemd/ondemand-https.socket with a drop-in that makes it listen
+    /// on 127.0.0.1:`port` (after [`install_units`](Self::install_units)), and reloads systemd.
+    pub fn install_https_socket(&self, port: u16) {
+        let staged = self.payload().join("units");
+        std::fs::create_dir_all(&staged).expect("create payload/units");
+        let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/ondemand-https.socket");
+        std::fs::copy(&unit, staged.join("ondemand-https.socket"))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", unit.display()));
+        std::fs::write(
+            staged.join("https-socket-test.conf"),
+            format!("[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n"),
+        )
+        .expect("write https socket drop-in");
+        let etc = "/etc/systemd/system";
+        let from = format!("{PAYLOAD}/units");
+        self.check(&["mkdir", "-p", &format!("{etc}/ondemand-https.socket.d")]);
+        for (src, dst) in [
+            ("ondemand-https.socket", "ondemand-https.socket"),
+            (
+                "https-socket-test.conf",
+                "ondemand-https.socket.d/test.conf",
+            ),
+        ] {
+            self.check(&["cp", &format!("{from}/{src}"), &format!("{etc}/{dst}")]);
+        }
+        self.check(&["systemctl", "daemon-reload"]);
+    }
+
     pub fn install_units_with(&self, port: u16, service_extra: &str) {
         let repo_units = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
         let staged = self.payload().join("units");

@@ -24,6 +24,12 @@ impl Ondemand {
     /// Starts `ondemand serve --listen 127.0.0.1:PORT` with `config` (TOML without `log`; the log
     /// goes to a file in the test's directory) and waits until the port accepts.
     pub fn start(config: &str) -> Ondemand {
+        Ondemand::start_with_args(config, &[])
+    }
+
+    /// Like [`start`](Self::start), with more arguments after `--listen 127.0.0.1:PORT` (another
+    /// `--listen`, e.g. `https://127.0.0.1:PORT2`; the caller waits for its port).
+    pub fn start_with_args(config: &str, extra: &[&str]) -> Ondemand {
         let dir = tempdir();
         let port = free_port();
         let (config, log) = write_config(&dir, config);
@@ -31,6 +37,7 @@ impl Ondemand {
             .args(["serve", "--config"])
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .stdin(Stdio::null())
             .spawn()
             .expect("start ondemand");
