@@ -46,6 +46,7 @@ pub struct ServerFile {
     pub metrics_file: Option<Spanned<String>>,
     pub metrics_interval: Option<HumanDuration>,
     pub access_log: Option<Spanned<String>>,
+    pub health_path: Option<Spanned<String>>,
 }
 
 /// One `[[app]]` table.

@@ -123,6 +123,7 @@ impl Default for ServerSettings {
             metrics_file: None,
             metrics_interval: Duration::from_secs(10),
             access_log: AccessLog::Off,
+            health_path: None,
             runtime_dir: default_runtime_dir(),
         }
     }
@@ -166,6 +167,8 @@ pub struct ServerSettings {
     /// How often the state and metrics files are written while running.
     pub metrics_interval: Duration,
     pub access_log: AccessLog,
+    /// Answered 200 by the launcher itself, never activity (load balancer probes).
+    pub health_path: Option<String>,
 }
 
 /// `access_log`: one line per request, or none.

@@ -124,6 +124,18 @@ fn server_settings(s: ServerFile) -> Result<ServerSettings, Located> {
                 }
             },
         },
+        health_path: match s.health_path {
+            Some(p) if p.get_ref().starts_with('/') && !p.get_ref().contains(['?', '#']) => {
+                Some(p.into_inner())
+            }
+            Some(p) => {
+                return Err(Located::new(
+                    p.span(),
+                    "health_path must be a path starting with / (like \"/healthz\"), without query",
+                ))
+            }
+            None => None,
+        },
         runtime_dir: match s.runtime_dir {
             Some(dir) if dir.get_ref().starts_with('/') => PathBuf::from(dir.into_inner()),
             Some(dir) => {

@@ -33,9 +33,17 @@ pub fn handle(
     shared: &Arc<Shared>,
     conn: &Arc<ConnState>,
 ) -> impl Future<Output = Response<Body>> + Send + 'static {
-    conn.request_started();
+    // A load balancer's health probe is answered by the launcher and is no activity at all.
+    let probe = shared
+        .config
+        .load()
+        .server
+        .health_path
+        .as_deref()
+        .is_some_and(|p| req.uri().path() == p);
+    conn.request_started(probe);
     let in_flight = InFlight {
-        _activity: shared.activity.begin(),
+        _activity: (!probe).then(|| shared.activity.begin()),
         conn: conn.clone(),
     };
     let shared = shared.clone();
@@ -46,7 +54,11 @@ pub fn handle(
     // The body of a response to HEAD is never sent: the response is complete with its head.
     let head = req.method() == Method::HEAD;
     async move {
-        let (response, app) = route_and_answer(req, &shared, peer, tls).await;
+        let (response, app) = if probe {
+            (plain(StatusCode::OK, "ok\n".into()), None)
+        } else {
+            route_and_answer(req, &shared, peer, tls).await
+        };
         let stats = app.as_ref().and_then(|a| a.stats.get().cloned());
         if let Some(stats) = &stats {
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -330,7 +342,8 @@ fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
 
 /// A request in flight: launcher activity plus the connection's count of requests in service.
 struct InFlight {
-    _activity: ActivityGuard,
+    /// None for a health probe.
+    _activity: Option<ActivityGuard>,
     conn: Arc<ConnState>,
 }
 

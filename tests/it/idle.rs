@@ -293,3 +293,33 @@ fn sd_notify_ready_watchdog_and_stopping() {
         "{messages:?}"
     );
 }
+
+/// A load balancer's health probe is answered by the launcher and never counts as activity:
+/// probed every 100 ms, the launcher still exits after its idle_timeout.
+#[test]
+fn health_probes_never_keep_the_launcher_up() {
+    let mut od = Ondemand::start(
+        "[server]\nidle_timeout = \"1s\"\nhealth_path = \"/healthz\"\n\
+         [[app]]\nname = \"a\"\nrespond = { body = \"app\\n\" }\n",
+    );
+    let started = Instant::now();
+    let r = crate::support::get(od.port, "any.host", "/healthz").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    assert_eq!(
+        crate::support::get(od.port, "a", "/x").unwrap().text(),
+        "app\n"
+    );
+    let after_request = Instant::now();
+    while od.is_running() && started.elapsed() < Duration::from_secs(10) {
+        if let Ok(r) = crate::support::get(od.port, "a", "/healthz") {
+            assert_eq!(r.status, 200);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(od.wait_exit(Duration::from_secs(5)), 0);
+    let lived = after_request.elapsed();
+    assert!(
+        lived < Duration::from_secs(3),
+        "probes kept the launcher up {lived:?} after the last real request"
+    );
+}
