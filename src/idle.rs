@@ -30,7 +30,8 @@ struct Inner {
 #[derive(Debug)]
 struct State {
     active: usize,
-    /// When `active` last dropped to zero (or startup).
+    /// When a counted piece of activity last ended (or startup): with nothing active, the idle
+    /// countdown runs from here.
     idle_since: Instant,
 }
 
@@ -99,12 +100,25 @@ impl ActivityGuard {
         self.release();
     }
 
+    /// Takes the activity back as if it had never been: the idle countdown goes on from the end
+    /// of the last real activity (a health probe's connection, once it is known to be one).
+    pub fn cancel(mut self) {
+        self.finish(false);
+    }
+
     fn release(&mut self) {
+        self.finish(true);
+    }
+
+    /// Ends the activity; `counted` moves the start of the idle countdown to now.
+    fn finish(&mut self, counted: bool) {
         if let Some(inner) = self.inner.take() {
             let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
             state.active -= 1;
-            if state.active == 0 {
+            if counted {
                 state.idle_since = Instant::now();
+            }
+            if state.active == 0 {
                 drop(state);
                 inner.became_idle.notify_waiters();
             }
@@ -178,6 +192,24 @@ mod tests {
                 &activity,
                 Duration::from_secs(1),
                 Duration::from_millis(200)
+            )
+            .await
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_activity_does_not_restart_the_countdown() {
+        let activity = Activity::default();
+        tokio::time::advance(Duration::from_millis(900)).await;
+        let probe = activity.begin();
+        tokio::time::advance(Duration::from_millis(50)).await;
+        probe.cancel();
+        // Idle since startup: 950 ms passed, so 1 s is reached 50 ms later.
+        assert!(
+            is_idle_after(
+                &activity,
+                Duration::from_secs(1),
+                Duration::from_millis(100)
             )
             .await
         );

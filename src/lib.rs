@@ -3,6 +3,9 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line.
+//! - [`access`]: the access log.
+//! - [`metrics`]: counters that continue across activations; the Prometheus text.
+//! - [`control`]: the control socket and the commands that use it (status, start, stop, reload).
 //! - [`config`]: reading and checking `ondemand.toml` (file mirror → validated [`config::Config`]).
 //! - [`listen`]: the sockets, from systemd, xinetd or `--listen`.
 //! - [`server`]: accepting, serving HTTP/1.1 and h2c, the head deadlines, the stop sequence.
@@ -16,13 +19,16 @@
 //! - [`shutdown`]: the signals that stop and reload.
 //! - [`logging`]: stderr, syslog or a file, per mode.
 
+pub mod access;
 pub mod apps;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod handlers;
 pub mod idle;
 pub mod listen;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod proxy;
 pub mod routing;

@@ -1,6 +1,9 @@
-//! Where log lines go, per mode: stderr (a terminal, or the journal under systemd), syslog (under
-//! xinetd, where fds 0-2 are the socket), or a file named in the config. The level filter comes from
-//! `log_level` (overridden by `ONDEMAND_LOG`) and is swapped on reload.
+//! Where log lines go, per mode: the journal under systemd (natively, one journal field per event
+//! field: see [`journald`]), syslog under xinetd (where fds 0-2 are the socket), stderr in a
+//! terminal, or a file named in the config. The level filter comes from `log_level` (overridden by
+//! `ONDEMAND_LOG`) and is swapped on reload.
+
+pub mod journald;
 
 use std::fs::OpenOptions;
 use std::io::{self, IsTerminal, Write};
@@ -42,8 +45,11 @@ fn filter(level: &str) -> EnvFilter {
 
 /// A bare level ("debug") means ondemand's own messages at that level; the libraries below it
 /// (hyper, h2) stay at warn unless named explicitly ("debug,h2=trace").
+///
+/// The access log (target `ondemand::access`) is let through at info whatever the level, unless
+/// named explicitly: whether it is written is decided by `access_log`, not by `log_level`.
 fn scoped(directives: &str) -> String {
-    directives
+    let mut all: Vec<String> = directives
         .split(',')
         .map(|d| {
             let d = d.trim();
@@ -53,8 +59,11 @@ fn scoped(directives: &str) -> String {
                 d.to_string()
             }
         })
-        .collect::<Vec<_>>()
-        .join(",")
+        .collect();
+    if !directives.contains(crate::access::TARGET) {
+        all.push(format!("{}=info", crate::access::TARGET));
+    }
+    all.join(",")
 }
 
 /// Installs the global subscriber. A log file that cannot be opened is reported and syslog (under
@@ -112,6 +121,8 @@ where
         registry
             .with(fmt.without_time().with_ansi(false).with_writer(Syslog))
             .init();
+    } else if let Some(journal) = journald::JournalLayer::for_journal_stderr() {
+        registry.with(journal).init();
     } else if std::env::var_os("JOURNAL_STREAM").is_some() {
         // The journal adds its own timestamps.
         registry

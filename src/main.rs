@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use ondemand::cli::{Cli, Command, ConfigArg, ServeArgs};
+use ondemand::cli::{ActArgs, Cli, Command, ConfigArg, ServeArgs};
 use ondemand::listen::{self, activation, Listeners, NamedListener};
 use ondemand::{config, logging};
 
@@ -24,7 +24,18 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     match cli.command {
+        Command::Generate(what) => match ondemand::cli::generate::run(&what) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("{e:#}"), false),
+        },
         Command::Check(args) => check(&args),
+        Command::Status(args) => control(&args.config, |config| {
+            ondemand::control::client::status(config, args.json, &args.filters)
+        }),
+        Command::Start(args) => act("start", &args),
+        Command::Stop(args) => act("stop", &args),
+        Command::Restart(args) => act("restart", &args),
+        Command::Reload(args) => control(&args, ondemand::control::client::reload),
         Command::Serve(args) => {
             let inherited = xinetd.and_then(|x| systemd.map(|s| x.into_iter().chain(s).collect()));
             match inherited {
@@ -63,6 +74,34 @@ fn check(args: &ConfigArg) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e.to_string(), false),
+    }
+}
+
+fn act(command: &str, args: &ActArgs) -> ExitCode {
+    control(&args.config, |config| {
+        ondemand::control::client::act(config, command, &args.filters, args.all)
+    })
+}
+
+/// Runs a control command: loads the config (to find the control socket), prints the outcome.
+fn control(
+    args: &ConfigArg,
+    command: impl FnOnce(&config::Config) -> anyhow::Result<ondemand::control::client::Outcome>,
+) -> ExitCode {
+    let path = config::resolve_path(args.config.as_deref());
+    let config = match config::load(&path) {
+        Ok(config) => config,
+        Err(e) => return fail(&e.to_string(), false),
+    };
+    match command(&config) {
+        Ok(outcome) => {
+            let _ = write!(std::io::stdout().lock(), "{}", outcome.text);
+            ExitCode::from(outcome.code)
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "ondemand: error: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -16,6 +16,9 @@ pub struct Bulkhead {
     queued: AtomicUsize,
     max_queue: usize,
     queue_timeout: Duration,
+    /// When a refusal was last logged, and how many since went unlogged: a flood of 503s is one
+    /// log line a second, not one per request.
+    last_logged: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
 }
 
 /// Why a request got no place.
@@ -34,7 +37,25 @@ impl Bulkhead {
             queued: AtomicUsize::new(0),
             max_queue,
             queue_timeout,
+            last_logged: std::sync::Mutex::new((None, 0)),
         }
+    }
+
+    /// Whether a refusal should be logged now (at most once a second), and how many refusals
+    /// went unlogged before it.
+    pub fn log_refusal(&self) -> Option<u64> {
+        let mut last = self.last_logged.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if last
+            .0
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            last.1 += 1;
+            return None;
+        }
+        let unlogged = last.1;
+        *last = (Some(now), 0);
+        Some(unlogged)
     }
 
     /// A place in the app, held until the permit drops (when the response body ends).
@@ -80,6 +101,16 @@ mod tests {
         drop(first);
         assert_eq!(queued.await.unwrap(), Ok(()));
         assert_eq!(b.queued(), 0);
+    }
+
+    #[test]
+    fn refusals_are_logged_at_most_once_a_second() {
+        let b = Bulkhead::new(1, 1, Duration::from_secs(1));
+        assert_eq!(b.log_refusal(), Some(0));
+        assert_eq!(b.log_refusal(), None);
+        assert_eq!(b.log_refusal(), None);
+        b.last_logged.lock().unwrap().0 = Some(std::time::Instant::now() - Duration::from_secs(2));
+        assert_eq!(b.log_refusal(), Some(2));
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,9 +6,11 @@
 //! - [`ready`]: the socket or port the app gets, and the readiness checks.
 //! - [`runner`]: one app's life — start on demand, idle stop, crash handling, backoff.
 //! - [`bulkhead`]: one app's concurrency limit and bounded queue.
+//! - [`usage`]: memory and CPU of an app's processes, for status and metrics.
 
 pub mod bulkhead;
 pub mod process;
 pub mod ready;
 pub mod runner;
 pub mod spec;
+pub mod usage;

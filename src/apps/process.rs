@@ -208,6 +208,26 @@ impl AppProcess {
         })
     }
 
+    /// As [`AppProcess::spawn`], but forked on ondemand's spawner thread, so the thread that
+    /// serves requests never waits for a fork and an exec (the parent of a fork waits until the
+    /// child has exec'd: milliseconds on a busy machine, during which nothing else would be
+    /// served). The spawner lives as long as the process, which the apps' parent-death signal
+    /// needs: it follows the thread that forked.
+    pub async fn spawn_off_thread(spec: LaunchSpec) -> io::Result<AppProcess> {
+        let runtime = tokio::runtime::Handle::current();
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: SpawnJob = Box::new(move || {
+            let _entered = runtime.enter();
+            let _ = done.send(AppProcess::spawn(&spec));
+        });
+        if spawner().send(job).is_err() {
+            return Err(io::Error::other("the spawner thread is gone"));
+        }
+        result
+            .await
+            .map_err(|_| io::Error::other("the spawner thread dropped the start"))?
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -315,6 +335,29 @@ impl AppProcess {
             }
         }
     }
+}
+
+type SpawnJob = Box<dyn FnOnce() + Send>;
+
+/// The spawner thread's queue, started on first use.
+fn spawner() -> std::sync::mpsc::Sender<SpawnJob> {
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<SpawnJob>>> =
+        std::sync::OnceLock::new();
+    let sender = SPAWNER.get_or_init(|| {
+        let (sender, jobs) = std::sync::mpsc::channel::<SpawnJob>();
+        let started = std::thread::Builder::new()
+            .name("ondemand-spawner".into())
+            .spawn(move || {
+                for job in jobs {
+                    job();
+                }
+            });
+        if let Err(e) = started {
+            tracing::error!("cannot start the thread that starts apps: {e}");
+        }
+        std::sync::Mutex::new(sender)
+    });
+    sender.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Builds the command and starts it.

@@ -55,8 +55,38 @@ pub enum Status {
     },
     /// Crash loop: no start before `until`.
     Backoff { until: Instant, reason: Arc<str> },
+    /// Its processes are being stopped (idle, or `ondemand stop`); requests wait for the outcome.
+    Stopping,
     /// The app is being stopped for good (launcher exit or reload).
     Retired,
+}
+
+impl Status {
+    /// The state's name, as `ondemand status` shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Idle => "idle",
+            Status::Starting { .. } => "starting",
+            Status::Ready { .. } => "ready",
+            Status::StartFailed { .. } => "failed",
+            Status::Backoff { .. } => "backoff",
+            Status::Stopping | Status::Retired => "stopping",
+        }
+    }
+}
+
+/// What an operator asks of an app (`ondemand stop`/`restart`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Stop,
+    Restart,
+}
+
+/// A running process of the app, for the status table.
+#[derive(Debug, Clone, Copy)]
+pub struct Running {
+    pub pid: u32,
+    pub since: std::time::Instant,
 }
 
 /// Why a request could not be given a running app.
@@ -81,8 +111,15 @@ pub struct Runner {
     pub activity: Activity,
     /// The app's places and queue.
     pub bulkhead: Bulkhead,
-    /// Count of starts so far (for the log, and later the status table).
+    /// Count of starts so far.
     attempts: Mutex<u64>,
+    /// The app's counters (starts, crashes, cold-start times, last exit).
+    stats: std::sync::OnceLock<Arc<crate::metrics::AppStats>>,
+    /// Operators' commands; the receiver is taken by the app's task.
+    commands: mpsc::UnboundedSender<Command>,
+    command_receiver: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
+    /// The processes running now.
+    running: Mutex<Vec<Running>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -94,7 +131,12 @@ impl std::fmt::Debug for Runner {
 impl Runner {
     /// A runner with nothing started: no task, no process, no socket until the first request.
     pub fn new(app: &str, spec: RunSpec, runtime_dir: PathBuf) -> Runner {
+        let (commands, command_receiver) = mpsc::unbounded_channel();
         Runner {
+            stats: std::sync::OnceLock::new(),
+            commands,
+            command_receiver: Mutex::new(Some(command_receiver)),
+            running: Mutex::new(Vec::new()),
             app: app.to_string(),
             bulkhead: Bulkhead::new(spec.max_concurrency, spec.max_queue, spec.queue_timeout),
             spec: Arc::new(spec),
@@ -110,6 +152,37 @@ impl Runner {
 
     pub fn spec(&self) -> &RunSpec {
         &self.spec
+    }
+
+    /// Gives the runner the app's counters (once; later calls are ignored).
+    pub fn attach_stats(&self, stats: Arc<crate::metrics::AppStats>) {
+        let _ = self.stats.set(stats);
+    }
+
+    /// The state's name and the processes running now.
+    pub fn view(&self) -> (&'static str, Vec<Running>) {
+        let state = self.status.borrow().name();
+        (state, lock(&self.running).clone())
+    }
+
+    /// Starts the app now if it is not running (a pre-warm), as its first request would.
+    pub fn start(self: &Arc<Self>) {
+        self.ensure_task();
+        self.demand.notify_one();
+    }
+
+    /// Stops the app's processes now; its route stays and the next request starts it again.
+    pub fn stop(&self) {
+        let _ = self.commands.send(Command::Stop);
+    }
+
+    /// Stops the app's processes and starts them again.
+    pub fn restart(self: &Arc<Self>) {
+        if self.has_started() {
+            let _ = self.commands.send(Command::Restart);
+        } else {
+            self.start();
+        }
     }
 
     /// The running instances to send a request to, starting the app if needed and waiting (at
@@ -153,6 +226,7 @@ impl Runner {
                         retry_after: Some(wait.as_secs() + 1),
                     });
                 }
+                Status::Stopping => {}
                 Status::Retired => {
                     return Err(Refusal {
                         status: StatusCode::SERVICE_UNAVAILABLE,
@@ -219,11 +293,14 @@ impl Runner {
 
     /// The app's task: waits for demand, starts, serves until idle, repeats.
     async fn run(self: Arc<Self>) {
+        let Some(mut commands) = lock(&self.command_receiver).take() else {
+            return;
+        };
         let mut failures = Failures::default();
         let (exits_tx, mut exits) = mpsc::unbounded_channel();
         let mut instances: Vec<Option<Instance>> = (0..self.spec.instances).map(|_| None).collect();
         loop {
-            if !self.wait_for_demand(&mut failures).await {
+            if !self.wait_for_demand(&mut failures, &mut commands).await {
                 break;
             }
             let attempt = {
@@ -240,7 +317,13 @@ impl Runner {
             }
             self.publish_ready(&instances);
             let stop = self
-                .serve_until_stop(&mut instances, &mut exits, &exits_tx, &mut failures)
+                .serve_until_stop(
+                    &mut instances,
+                    &mut exits,
+                    &exits_tx,
+                    &mut failures,
+                    &mut commands,
+                )
                 .await;
             if stop == Stop::Shutdown {
                 break;
@@ -253,7 +336,11 @@ impl Runner {
 
     /// Waits until a request wants the app, honouring a crash-loop backoff first. False on
     /// shutdown.
-    async fn wait_for_demand(&self, failures: &mut Failures) -> bool {
+    async fn wait_for_demand(
+        &self,
+        failures: &mut Failures,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> bool {
         if let Some(until) = failures.backoff_until {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return false,
@@ -263,9 +350,15 @@ impl Runner {
             tracing::info!(app = %self.app, "backoff over: the next request starts the app again");
             self.publish(Status::Idle);
         }
-        tokio::select! {
-            _ = self.shutdown.cancelled() => false,
-            _ = self.demand.notified() => true,
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                _ = self.demand.notified() => return true,
+                // Nothing runs: `stop` has nothing to do, `restart` is a start.
+                Some(command) = commands.recv() => if command == Command::Restart {
+                    return true;
+                },
+            }
         }
     }
 
@@ -293,6 +386,7 @@ impl Runner {
     }
 
     fn publish_ready(&self, instances: &[Option<Instance>]) {
+        self.note_running(instances);
         let upstreams = instances
             .iter()
             .flatten()
@@ -310,6 +404,7 @@ impl Runner {
         exits: &mut mpsc::UnboundedReceiver<Exit>,
         exits_tx: &mpsc::UnboundedSender<Exit>,
         failures: &mut Failures,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
     ) -> Stop {
         loop {
             let missing = instances.len() - running(instances);
@@ -341,8 +436,29 @@ impl Runner {
                     let _ = self.start_missing(instances, exits_tx).await;
                     self.publish_ready(instances);
                 }
+                Some(command) = commands.recv() => {
+                    tracing::info!(app = %self.app, "stopping: {command:?} asked by an operator");
+                    self.stop_all(instances, exits).await;
+                    failures.reset();
+                    self.publish(Status::Idle);
+                    if command == Command::Restart {
+                        self.demand.notify_one();
+                    }
+                    return Stop::Idle;
+                }
             }
         }
+    }
+
+    fn note_running(&self, instances: &[Option<Instance>]) {
+        *lock(&self.running) = instances
+            .iter()
+            .flatten()
+            .map(|i| Running {
+                pid: i.pid,
+                since: i.ready_at.into_std(),
+            })
+            .collect();
     }
 
     /// An instance exited by itself: a crash (logged with how it ended and its last output).
@@ -352,6 +468,10 @@ impl Runner {
             return;
         }
         let instance = slot.take();
+        self.note_running(instances);
+        if let Some(stats) = self.stats.get() {
+            stats.exited(&exit.how, true);
+        }
         let uptime = instance.map_or(Duration::ZERO, |i| i.ready_at.elapsed());
         tracing::warn!(
             app = %self.app,
@@ -417,11 +537,13 @@ impl Runner {
     async fn start_instance(&self, index: usize) -> Result<(Instance, AppProcess), StartFailure> {
         let started = Instant::now();
         let prepared = self.prepare(index).map_err(StartFailure::setup)?;
-        let mut process = AppProcess::spawn(&prepared.launch).map_err(|e| StartFailure {
-            status: StatusCode::BAD_GATEWAY,
-            reason: format!("it cannot be started: {e}"),
-            log: e.to_string(),
-        })?;
+        let mut process = AppProcess::spawn_off_thread(prepared.launch.clone())
+            .await
+            .map_err(|e| StartFailure {
+                status: StatusCode::BAD_GATEWAY,
+                reason: format!("it cannot be started: {e}"),
+                log: e.to_string(),
+            })?;
         // ondemand's copy of the app's socket is closed now: if the app dies, connections are
         // refused at once (502) instead of waiting in a queue no one reads.
         drop(prepared.launch);
@@ -435,6 +557,9 @@ impl Runner {
             return Err(self.not_ready(process, how).await);
         }
         let pid = process.pid();
+        if let Some(stats) = self.stats.get() {
+            stats.started(started.elapsed());
+        }
         tracing::info!(
             app = %self.app,
             pid,
@@ -548,6 +673,7 @@ impl Runner {
         if left.is_empty() {
             return;
         }
+        self.publish(Status::Stopping);
         for instance in instances.iter().flatten() {
             instance.stop.cancel();
         }
@@ -562,7 +688,11 @@ impl Runner {
                 }
             }
             tracing::info!(app = %self.app, pid = exit.pid, "stopped: {}", exit.how);
+            if let Some(stats) = self.stats.get() {
+                stats.exited(&exit.how, false);
+            }
         }
+        self.note_running(instances);
     }
 }
 
@@ -676,6 +806,10 @@ impl Failures {
         self.in_a_row = 0;
         self.backoff_until = None;
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -41,6 +41,12 @@ pub struct ServerFile {
     pub log_level: Option<Spanned<String>>,
     pub trusted_proxies: Option<Spanned<Vec<String>>>,
     pub runtime_dir: Option<Spanned<String>>,
+    pub control_socket: Option<Spanned<String>>,
+    pub state_dir: Option<Spanned<String>>,
+    pub metrics_file: Option<Spanned<String>>,
+    pub metrics_interval: Option<HumanDuration>,
+    pub access_log: Option<Spanned<String>>,
+    pub health_path: Option<Spanned<String>>,
 }
 
 /// One `[[app]]` table.
@@ -50,6 +56,8 @@ pub struct AppFile {
     pub name: Spanned<String>,
     #[serde(default)]
     pub host: Option<Spanned<OneOrMany>>,
+    #[serde(default)]
+    pub tags: Vec<String>,
     pub path: Option<Spanned<String>>,
     pub respond: Option<Spanned<RespondFile>>,
     #[serde(rename = "static")]
@@ -57,6 +65,22 @@ pub struct AppFile {
     pub proxy: Option<Spanned<ProxyFile>>,
     pub run: Option<Spanned<RunFile>>,
     pub https_redirect: Option<Spanned<HttpsRedirect>>,
+    /// `[[app.version]]`: versions with weights, instead of one handler.
+    #[serde(default, rename = "version")]
+    pub versions: Vec<Spanned<VersionFile>>,
+}
+
+/// One `[[app.version]]`: a name, a weight and exactly one handler.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionFile {
+    pub name: Spanned<String>,
+    pub weight: Option<u32>,
+    pub respond: Option<Spanned<RespondFile>>,
+    #[serde(rename = "static")]
+    pub static_files: Option<Spanned<StaticFile>>,
+    pub proxy: Option<Spanned<ProxyFile>>,
+    pub run: Option<Spanned<RunFile>>,
 }
 
 /// `https_redirect`: `true` (to port 443), `false`, or the HTTPS port to redirect to.

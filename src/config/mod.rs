@@ -3,10 +3,14 @@
 //! Loading is two-stage: `file.rs` mirrors the TOML with serde (unknown keys are errors), then
 //! `validate.rs` checks what serde cannot (unique names, unique routes, valid hosts, paths and
 //! headers) and builds the route table. Every error names the file, line and column.
+//! `keys.rs` is the reference of every key, from which `ondemand.toml(5)` is generated.
 
 mod file;
 pub use file::{CertificateFile, ProxyFile, RespondFile, RunFile, StaticFile, UpstreamFile};
 mod validate;
+
+/// The reference of every key: what `ondemand.toml(5)` is generated from.
+pub mod keys;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -61,9 +65,9 @@ impl Config {
     }
 }
 
-/// Default settings, except `log` and `log_level` taken from the file if it is at least valid TOML
-/// and those two are valid: the error that made the file unusable should reach the log the
-/// administrator configured.
+/// Default settings, except `log`, `log_level` and the directories taken from the file if it is
+/// at least valid TOML and those are valid: the error that made the file unusable should reach
+/// the log the administrator configured, and `ondemand status` should find the launcher.
 fn salvage_log_settings(path: &Path) -> ServerSettings {
     let mut settings = ServerSettings::default();
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -76,7 +80,13 @@ fn salvage_log_settings(path: &Path) -> ServerSettings {
     };
     // Re-parse just these two keys through the normal path, so they are checked the same way.
     let mut only = toml::Table::new();
-    for key in ["log", "log_level"] {
+    for key in [
+        "log",
+        "log_level",
+        "state_dir",
+        "control_socket",
+        "runtime_dir",
+    ] {
         if let Some(value) = server.get(key) {
             only.insert(key.to_string(), value.clone());
         }
@@ -85,6 +95,9 @@ fn salvage_log_settings(path: &Path) -> ServerSettings {
     if let Ok(valid) = parse(path, &wrapped.to_string()) {
         settings.log = valid.server.log;
         settings.log_level = valid.server.log_level;
+        settings.state_dir = valid.server.state_dir;
+        settings.control_socket = valid.server.control_socket;
+        settings.runtime_dir = valid.server.runtime_dir;
     }
     settings
 }
@@ -105,6 +118,12 @@ impl Default for ServerSettings {
             log: LogTarget::Auto,
             log_level: "info".to_string(),
             trusted_proxies: Vec::new(),
+            control_socket: default_runtime_dir().join("control.sock"),
+            state_dir: default_state_dir(),
+            metrics_file: None,
+            metrics_interval: Duration::from_secs(10),
+            access_log: AccessLog::Off,
+            health_path: None,
             runtime_dir: default_runtime_dir(),
         }
     }
@@ -139,6 +158,34 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where the sockets ondemand binds for its apps live.
     pub runtime_dir: PathBuf,
+    /// The control socket (`ondemand status` and friends).
+    pub control_socket: PathBuf,
+    /// Where the counters of earlier activations are kept (state.json).
+    pub state_dir: PathBuf,
+    /// Prometheus text file written periodically and at exit, if set.
+    pub metrics_file: Option<PathBuf>,
+    /// How often the state and metrics files are written while running.
+    pub metrics_interval: Duration,
+    pub access_log: AccessLog,
+    /// Answered 200 by the launcher itself, never activity (load balancer probes).
+    pub health_path: Option<String>,
+}
+
+/// `access_log`: one line per request, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    /// Common Log Format plus app, duration and upstream time.
+    Common,
+    Json,
+}
+
+/// systemd's `StateDirectory=` (in `$STATE_DIRECTORY`), else /var/lib/ondemand.
+fn default_state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/var/lib/ondemand"))
 }
 
 /// systemd's `RuntimeDirectory=` (in `$RUNTIME_DIRECTORY`), else /run/ondemand.
@@ -170,6 +217,10 @@ pub enum LogTarget {
 #[derive(Debug)]
 pub struct App {
     pub name: String,
+    /// Free-form labels to pick apps by in `ondemand status`/`start`/`stop`.
+    pub tags: Vec<String>,
+    /// The app's counters, attached when the server takes the config.
+    pub stats: std::sync::OnceLock<Arc<crate::metrics::AppStats>>,
     /// Empty: the app answers for any host (within the no-host group).
     pub hosts: Vec<HostPattern>,
     /// Normalized path prefix, without trailing slash (except "/").
@@ -186,6 +237,7 @@ pub enum Handler {
     Static(StaticFiles),
     Proxy(Proxy),
     Run(Run),
+    Versions(crate::handlers::versions::Versions),
 }
 
 impl Handler {
@@ -196,6 +248,26 @@ impl Handler {
             Handler::Static(_) => "static",
             Handler::Proxy(_) => "proxy",
             Handler::Run(_) => "run",
+            Handler::Versions(_) => "versions",
+        }
+    }
+}
+
+impl App {
+    /// The app's on-demand processes: its `run` handler, or those of its versions, each with the
+    /// name its runner logs under (`app` or `app@version`).
+    pub fn runs(&self) -> Vec<(String, &Run)> {
+        match &self.handler {
+            Handler::Run(run) => vec![(self.name.clone(), run)],
+            Handler::Versions(versions) => versions
+                .list
+                .iter()
+                .filter_map(|v| match &v.handler {
+                    Handler::Run(run) => Some((format!("{}@{}", self.name, v.name), run)),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }

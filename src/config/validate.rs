@@ -10,7 +10,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::file::{AppFile, FileConfig, HttpsRedirect, IdleTimeout, ServerFile};
-use super::{App, Config, Handler, Located, LogTarget, ServerSettings};
+use super::{AccessLog, App, Config, Handler, Located, LogTarget, ServerSettings};
 use crate::handlers::proxy::Proxy;
 use crate::handlers::respond::Respond;
 use crate::handlers::run::Run;
@@ -90,6 +90,52 @@ fn server_settings(s: ServerFile) -> Result<ServerSettings, Located> {
             Some(list) => trusted_proxies(list)?,
             None => d.trusted_proxies,
         },
+        control_socket: match s.control_socket {
+            Some(p) => absolute(p, "control_socket")?,
+            None => match &s.runtime_dir {
+                Some(dir) => PathBuf::from(dir.get_ref()).join("control.sock"),
+                None => d.control_socket,
+            },
+        },
+        state_dir: match s.state_dir {
+            Some(p) => absolute(p, "state_dir")?,
+            None => d.state_dir,
+        },
+        metrics_file: s
+            .metrics_file
+            .map(|p| absolute(p, "metrics_file"))
+            .transpose()?,
+        metrics_interval: match s.metrics_interval {
+            Some(t) if t.0 >= Duration::from_secs(1) => t.0,
+            Some(_) => d.metrics_interval.max(Duration::from_secs(1)),
+            None => d.metrics_interval,
+        },
+        access_log: match s.access_log {
+            None => d.access_log,
+            Some(v) => match v.get_ref().as_str() {
+                "off" => AccessLog::Off,
+                "common" => AccessLog::Common,
+                "json" => AccessLog::Json,
+                other => {
+                    return Err(Located::new(
+                        v.span(),
+                        format!("access_log = {other:?}: use \"off\", \"common\" or \"json\""),
+                    ))
+                }
+            },
+        },
+        health_path: match s.health_path {
+            Some(p) if p.get_ref().starts_with('/') && !p.get_ref().contains(['?', '#']) => {
+                Some(p.into_inner())
+            }
+            Some(p) => {
+                return Err(Located::new(
+                    p.span(),
+                    "health_path must be a path starting with / (like \"/healthz\"), without query",
+                ))
+            }
+            None => None,
+        },
         runtime_dir: match s.runtime_dir {
             Some(dir) if dir.get_ref().starts_with('/') => PathBuf::from(dir.into_inner()),
             Some(dir) => {
@@ -141,6 +187,17 @@ fn log_level(value: Spanned<String>) -> Result<String, Located> {
             )
         })?;
     Ok(value.into_inner())
+}
+
+fn absolute(value: Spanned<String>, key: &str) -> Result<PathBuf, Located> {
+    if value.get_ref().starts_with('/') {
+        Ok(PathBuf::from(value.into_inner()))
+    } else {
+        Err(Located::new(
+            value.span(),
+            format!("{key} must be an absolute path"),
+        ))
+    }
 }
 
 /// `trusted_proxies = ["10.0.0.0/8", "192.0.2.1"]`: addresses or CIDR networks.
@@ -196,6 +253,7 @@ fn app(
             path_prefix(p).map_err(|e| Located::new(p.span(), format!("app {name:?}: {e}")))?
         }
     };
+    let tags = file.tags.clone();
     let https_redirect = match file.https_redirect.as_ref().map(|r| *r.get_ref()) {
         Some(HttpsRedirect::Port(port)) => Some(port),
         Some(HttpsRedirect::Off) | None => None,
@@ -203,6 +261,8 @@ fn app(
     let handler = handler(&name, &path, file, span, runtime_dir)?;
     Ok(App {
         name,
+        tags,
+        stats: std::sync::OnceLock::new(),
         hosts,
         path,
         handler,
@@ -256,6 +316,14 @@ fn path_prefix(p: &Spanned<String>) -> Result<String, String> {
     })
 }
 
+/// The handler fields of an `[[app]]` or an `[[app.version]]`.
+struct HandlerFiles {
+    respond: Option<Spanned<super::RespondFile>>,
+    static_files: Option<Spanned<super::StaticFile>>,
+    proxy: Option<Spanned<super::ProxyFile>>,
+    run: Option<Spanned<super::RunFile>>,
+}
+
 fn handler(
     name: &str,
     prefix: &str,
@@ -263,11 +331,103 @@ fn handler(
     span: std::ops::Range<usize>,
     runtime_dir: &Path,
 ) -> Result<Handler, Located> {
+    let files = HandlerFiles {
+        respond: file.respond,
+        static_files: file.static_files,
+        proxy: file.proxy,
+        run: file.run,
+    };
+    if file.versions.is_empty() {
+        return one_handler(name, prefix, files, span, runtime_dir);
+    }
+    if let Some(span) = first_given(&files) {
+        return Err(Located::new(
+            span,
+            format!(
+                "app {name:?} has versions ([[app.version]]): its handler goes in each version, \
+                 not in the app"
+            ),
+        ));
+    }
+    versions(name, prefix, file.versions, span, runtime_dir)
+}
+
+fn versions(
+    name: &str,
+    prefix: &str,
+    files: Vec<Spanned<super::file::VersionFile>>,
+    span: std::ops::Range<usize>,
+    runtime_dir: &Path,
+) -> Result<Handler, Located> {
+    use crate::handlers::versions::{Version, Versions};
+    let mut list: Vec<Version> = Vec::with_capacity(files.len());
+    for spanned in files {
+        let version_span = spanned.span();
+        let v = spanned.into_inner();
+        let version = v.name.get_ref().clone();
+        let valid = !version.is_empty()
+            && version.len() <= 64
+            && version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return Err(Located::new(
+                v.name.span(),
+                format!("app {name:?}: version name {version:?}: use 1 to 64 letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        if list.iter().any(|other| other.name == version) {
+            return Err(Located::new(
+                v.name.span(),
+                format!("app {name:?}: version {version:?} is named twice"),
+            ));
+        }
+        let files = HandlerFiles {
+            respond: v.respond,
+            static_files: v.static_files,
+            proxy: v.proxy,
+            run: v.run,
+        };
+        let label = format!("{name}@{version}");
+        let handler = one_handler(&label, prefix, files, version_span, runtime_dir)?;
+        list.push(Version {
+            name: version,
+            weight: v.weight.unwrap_or(1),
+            handler,
+        });
+    }
+    if list.iter().all(|v| v.weight == 0) {
+        return Err(Located::new(
+            span,
+            format!("app {name:?}: every version has weight 0, so none would get traffic"),
+        ));
+    }
+    Ok(Handler::Versions(Versions::new(list)))
+}
+
+fn first_given(files: &HandlerFiles) -> Option<std::ops::Range<usize>> {
+    files
+        .respond
+        .as_ref()
+        .map(Spanned::span)
+        .or_else(|| files.static_files.as_ref().map(Spanned::span))
+        .or_else(|| files.proxy.as_ref().map(Spanned::span))
+        .or_else(|| files.run.as_ref().map(Spanned::span))
+}
+
+/// Exactly one handler of `files`, for `label` (the app, or `app@version`).
+fn one_handler(
+    label: &str,
+    prefix: &str,
+    files: HandlerFiles,
+    span: std::ops::Range<usize>,
+    runtime_dir: &Path,
+) -> Result<Handler, Located> {
     let given: Vec<(&str, std::ops::Range<usize>)> = [
-        ("respond", file.respond.as_ref().map(Spanned::span)),
-        ("static", file.static_files.as_ref().map(Spanned::span)),
-        ("proxy", file.proxy.as_ref().map(Spanned::span)),
-        ("run", file.run.as_ref().map(Spanned::span)),
+        ("respond", files.respond.as_ref().map(Spanned::span)),
+        ("static", files.static_files.as_ref().map(Spanned::span)),
+        ("proxy", files.proxy.as_ref().map(Spanned::span)),
+        ("run", files.run.as_ref().map(Spanned::span)),
     ]
     .into_iter()
     .filter_map(|(kind, span)| span.map(|s| (kind, s)))
@@ -276,29 +436,31 @@ fn handler(
         return Err(Located::new(
             second_span.clone(),
             format!(
-                "app {name:?} has more than one handler (`{first}` and `{second}`): keep exactly one, \
+                "app {label:?} has more than one handler (`{first}` and `{second}`): keep exactly one, \
                  or split it into two apps with different hosts or paths"
             ),
         ));
     }
-    if let Some(respond) = file.respond {
-        return Ok(Handler::Respond(Respond::from_config(name, respond)?));
+    if let Some(respond) = files.respond {
+        return Ok(Handler::Respond(Respond::from_config(label, respond)?));
     }
-    if let Some(files) = file.static_files {
+    if let Some(static_files) = files.static_files {
         return Ok(Handler::Static(StaticFiles::from_config(
-            name, prefix, files,
+            label,
+            prefix,
+            static_files,
         )?));
     }
-    if let Some(proxy) = file.proxy {
-        return Ok(Handler::Proxy(Proxy::from_config(name, proxy)?));
+    if let Some(proxy) = files.proxy {
+        return Ok(Handler::Proxy(Proxy::from_config(label, proxy)?));
     }
-    if let Some(run) = file.run {
-        return Ok(Handler::Run(Run::from_config(name, run, runtime_dir)?));
+    if let Some(run) = files.run {
+        return Ok(Handler::Run(Run::from_config(label, run, runtime_dir)?));
     }
     Err(Located::new(
         span,
         format!(
-            "app {name:?} has no handler: add exactly one of `respond = {{ ... }}`, \
+            "app {label:?} has no handler: add exactly one of `respond = {{ ... }}`, \
              `static = {{ root = \"/srv/site\" }}`, `proxy = {{ upstream = \"http://127.0.0.1:9000\" }}` \
              or `run = {{ command = [\"/usr/bin/app\"] }}`"
         ),

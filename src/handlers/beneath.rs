@@ -6,10 +6,16 @@
 //! that stays inside the root is followed through its canonical path, opened with no symlinks
 //! allowed at all. Anything outside the root is "not found", and so is anything that is neither a
 //! regular file nor a directory (a FIFO or a device is never read).
+//!
+//! Files are opened and read on the serving thread itself, not handed to tokio's blocking pool:
+//! served files are local and usually in the page cache, where a read takes a few microseconds,
+//! while each hop to a pool thread and back costs more than that in thread wake-ups (measured:
+//! the pool made small static files 4.7x slower than nginx, which reads inline the same way). A
+//! read from a cold disk holds that thread for the read's duration, as it does in nginx.
 
 use std::fs::File as StdFile;
-use std::future::Future;
-use std::io;
+use std::future::{ready, Ready};
+use std::io::{self, Read, Seek};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -23,7 +29,8 @@ use nix::sys::stat::Mode;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower_http::services::fs::{Backend, File};
 
-/// A [`Backend`] confined to one directory.
+/// A [`Backend`] confined to one directory, or (`follow_symlinks = true`) free to follow
+/// symlinks anywhere.
 #[derive(Debug, Clone)]
 pub struct Beneath {
     root: Arc<Root>,
@@ -34,13 +41,13 @@ struct Root {
     /// Canonical path; `ServeDir` asks for paths below it.
     path: PathBuf,
     fd: OwnedFd,
+    /// False with `follow_symlinks = true`: plain opens, symlinks followed wherever they lead.
+    confined: bool,
 }
-
-type Boxed<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
 
 impl Beneath {
     /// Opens the (canonical, existing) directory `root`.
-    pub fn new(root: &Path) -> io::Result<Beneath> {
+    pub fn new(root: &Path, confined: bool) -> io::Result<Beneath> {
         let dir = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_PATH | nix::libc::O_DIRECTORY)
@@ -49,6 +56,7 @@ impl Beneath {
             root: Arc::new(Root {
                 path: root.to_path_buf(),
                 fd: dir.into(),
+                confined,
             }),
         })
     }
@@ -57,29 +65,16 @@ impl Beneath {
 impl Backend for Beneath {
     type File = BeneathFile;
     type Metadata = std::fs::Metadata;
-    type OpenFuture = Boxed<BeneathFile>;
-    type MetadataFuture = Boxed<std::fs::Metadata>;
+    type OpenFuture = Ready<io::Result<BeneathFile>>;
+    type MetadataFuture = Ready<io::Result<std::fs::Metadata>>;
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
-        let root = self.root.clone();
-        Box::pin(async move {
-            let file = blocking(move || root.open_file(&path)).await?;
-            Ok(BeneathFile(tokio::fs::File::from_std(file)))
-        })
+        ready(self.root.open_file(&path).map(BeneathFile))
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
-        let root = self.root.clone();
-        Box::pin(blocking(move || root.metadata(&path)))
+        ready(self.root.metadata(&path))
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(io::Error::other)?
 }
 
 impl Root {
@@ -104,6 +99,13 @@ impl Root {
     }
 
     fn open(&self, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+        if !self.confined {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags.bits())
+                .open(path)?;
+            return Ok(file.into());
+        }
         let beneath = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS;
         match self.openat2(self.relative(path)?, flags, beneath) {
             // Leads out of the root, or through an absolute symlink: decide by where it ends.
@@ -169,36 +171,40 @@ fn io_error(errno: Errno) -> io::Error {
     }
 }
 
-/// An open file below the root.
+/// An open file below the root, read and sought on the calling thread (see the module docs).
 #[derive(Debug)]
-pub struct BeneathFile(tokio::fs::File);
+pub struct BeneathFile(StdFile);
 
 impl AsyncRead for BeneathFile {
     fn poll_read(
         mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        let n = match self.0.read(buf.initialize_unfilled()) {
+            Ok(n) => n,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        buf.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncSeek for BeneathFile {
     fn start_seek(mut self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
-        Pin::new(&mut self.0).start_seek(position)
+        self.0.seek(position).map(|_| ())
     }
 
-    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        Pin::new(&mut self.0).poll_complete(cx)
+    fn poll_complete(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        Poll::Ready(self.0.stream_position())
     }
 }
 
 impl File for BeneathFile {
     type Metadata = std::fs::Metadata;
-    type MetadataFuture<'a> =
-        Pin<Box<dyn Future<Output = io::Result<std::fs::Metadata>> + Send + 'a>>;
+    type MetadataFuture<'a> = Ready<io::Result<std::fs::Metadata>>;
 
     fn metadata(&self) -> Self::MetadataFuture<'_> {
-        Box::pin(self.0.metadata())
+        ready(self.0.metadata())
     }
 }

@@ -9,6 +9,7 @@ pub mod proxy;
 pub mod respond;
 pub mod run;
 pub mod static_files;
+pub mod versions;
 
 use std::convert::Infallible;
 

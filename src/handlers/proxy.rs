@@ -85,7 +85,8 @@ impl Proxy {
             app,
             path,
             client,
-            activities: vec![activity.clone()],
+            launcher: activity,
+            app_activity: None,
         };
         proxy::forward(req, &self.upstreams, &self.limits, fwd).await
     }

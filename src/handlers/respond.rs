@@ -78,6 +78,15 @@ impl Respond {
         })
     }
 
+    /// An empty 200 (for tests of what holds handlers).
+    pub fn empty() -> Respond {
+        Respond {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        }
+    }
+
     /// The response for one request.
     pub fn response(&self) -> Response<Body> {
         let mut resp = Response::new(full(self.body.clone()));

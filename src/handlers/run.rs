@@ -69,7 +69,7 @@ impl Run {
         let in_app = runner.activity.begin();
         let place = match runner.bulkhead.enter().await {
             Ok(place) => place,
-            Err(full) => return bulkhead_full(app, &full),
+            Err(full) => return bulkhead_full(app, &full, runner.bulkhead.log_refusal()),
         };
         let upstreams = match runner.acquire().await {
             Ok(upstreams) => upstreams,
@@ -84,14 +84,16 @@ impl Run {
             app,
             path,
             client,
-            activities: vec![launcher.clone(), runner.activity.clone()],
+            launcher,
+            app_activity: Some(&runner.activity),
         };
         let response = proxy::forward(req, &upstreams, &runner.spec().limits, fwd).await;
         response.map(|body| hold(body, (place, in_app)))
     }
 }
 
-fn bulkhead_full(app: &str, full: &Full) -> Response<Body> {
+/// 503 for a full bulkhead; `log` says whether to log it now (and how many went unlogged).
+fn bulkhead_full(app: &str, full: &Full, log: Option<u64>) -> Response<Body> {
     let why = match full {
         Full::QueueFull(n) => {
             format!("it is at max_concurrency and its queue is full ({n} waiting)")
@@ -101,7 +103,14 @@ fn bulkhead_full(app: &str, full: &Full) -> Response<Body> {
             humantime::format_duration(*t)
         ),
     };
-    tracing::warn!(app, "503: {why}");
+    if let Some(unlogged) = log {
+        let more = if unlogged > 0 {
+            format!(" ({unlogged} more such 503s in the last second were not logged)")
+        } else {
+            String::new()
+        };
+        tracing::warn!(app, "503: {why}{more}");
+    }
     error_response(StatusCode::SERVICE_UNAVAILABLE, app, &why)
 }
 

@@ -15,7 +15,7 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use toml::Spanned;
-use tower_http::services::fs::{Backend, DefaultServeDirFallback, TokioBackend};
+use tower_http::services::fs::{Backend, DefaultServeDirFallback};
 use tower_http::services::ServeDir;
 
 use super::beneath::Beneath;
@@ -25,20 +25,18 @@ use crate::config::{Located, StaticFile};
 /// Files under one root.
 pub struct StaticFiles {
     root: PathBuf,
+    follow_symlinks: bool,
     dir: Dir,
 }
 
 /// The configured `ServeDir`, confined to the root or free to follow symlinks.
-enum Dir {
-    Beneath(ServeDir<DefaultServeDirFallback, Beneath>),
-    Anywhere(ServeDir<DefaultServeDirFallback, TokioBackend>),
-}
+type Dir = ServeDir<DefaultServeDirFallback, Beneath>;
 
 impl fmt::Debug for StaticFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StaticFiles")
             .field("root", &self.root)
-            .field("follow_symlinks", &matches!(self.dir, Dir::Anywhere(_)))
+            .field("follow_symlinks", &self.follow_symlinks)
             .finish()
     }
 }
@@ -61,22 +59,19 @@ impl StaticFiles {
         // A trailing-slash redirect must keep the prefix the client used.
         let redirect_prefix = if prefix == "/" { "" } else { prefix };
         let precompressed = file.precompressed.unwrap_or(true);
-        let dir = if file.follow_symlinks.unwrap_or(false) {
-            Dir::Anywhere(configure(
-                ServeDir::new(&root),
-                redirect_prefix,
-                precompressed,
-            ))
-        } else {
-            let backend =
-                Beneath::new(&root).map_err(|e| at_root(format!("cannot be opened: {e}")))?;
-            Dir::Beneath(configure(
-                ServeDir::with_backend(&root, backend),
-                redirect_prefix,
-                precompressed,
-            ))
-        };
-        Ok(StaticFiles { root, dir })
+        let confined = !file.follow_symlinks.unwrap_or(false);
+        let backend =
+            Beneath::new(&root, confined).map_err(|e| at_root(format!("cannot be opened: {e}")))?;
+        let dir = configure(
+            ServeDir::with_backend(&root, backend),
+            redirect_prefix,
+            precompressed,
+        );
+        Ok(StaticFiles {
+            root,
+            follow_symlinks: !confined,
+            dir,
+        })
     }
 
     /// The response to a request for `path` (normalized, with the app's `prefix`) of app `app`.
@@ -85,10 +80,7 @@ impl StaticFiles {
         let Some(req) = inner_request(relative, parts) else {
             return no_file(app, path);
         };
-        let result = match &self.dir {
-            Dir::Beneath(dir) => dir.clone().try_call(req).await,
-            Dir::Anywhere(dir) => dir.clone().try_call(req).await,
-        };
+        let result = self.dir.clone().try_call(req).await;
         match result {
             Ok(resp) if resp.status() == StatusCode::NOT_FOUND => no_file(app, path),
             Ok(resp) => resp.map(|body| body.map_err(BoxError::from).boxed_unsync()),

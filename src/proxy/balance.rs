@@ -27,60 +27,52 @@ impl UpstreamSet {
 
     /// The next upstream for a request, skipping those in `tried` (by index). Live upstreams
     /// first; when every untried one is dead, the one to retry soonest is tried anyway, so a
-    /// request still gets a real answer (a 502 naming the refusal) rather than none.
+    /// request still gets a real answer (a 502 naming the refusal) rather than none. No
+    /// allocation: this runs for every proxied request.
     pub fn pick(&self, tried: &[usize]) -> Option<usize> {
-        let eligible = |i: &usize| !tried.contains(i) && self.upstreams[*i].weight > 0;
-        let live: Vec<usize> = (0..self.upstreams.len())
-            .filter(eligible)
-            .filter(|&i| !self.upstreams[i].is_dead())
-            .collect();
-        if live.is_empty() {
-            return (0..self.upstreams.len()).find(eligible);
+        let eligible = |i: usize| !tried.contains(&i) && self.upstreams[i].weight > 0;
+        if self.upstreams.len() == 1 {
+            return eligible(0).then_some(0);
         }
-        let least = self.least_loaded(&live);
-        Some(self.round_robin(&least))
-    }
-
-    /// The upstreams among `candidates` with the lowest in-flight count per unit of weight.
-    fn least_loaded(&self, candidates: &[usize]) -> Vec<usize> {
-        // Compare in_flight_a / weight_a with in_flight_b / weight_b without division.
+        let live = |i: usize| eligible(i) && !self.upstreams[i].is_dead();
+        // The lowest in-flight count per unit of weight, compared without division.
         let load = |i: usize| {
-            (
-                self.upstreams[i].in_flight() as u128,
-                u128::from(self.upstreams[i].weight),
-            )
+            let u = &self.upstreams[i];
+            (u.in_flight() as u128, u128::from(u.weight))
         };
-        let mut best = Vec::new();
-        let mut best_load = None;
-        for &i in candidates {
+        let mut least: Option<(u128, u128)> = None;
+        for i in (0..self.upstreams.len()).filter(|&i| live(i)) {
             let (n, w) = load(i);
-            match best_load {
-                Some((bn, bw)) if n * bw > bn * w => {}
-                Some((bn, bw)) if n * bw == bn * w => best.push(i),
-                _ => {
-                    best.clear();
-                    best.push(i);
-                    best_load = Some((n, w));
-                }
+            if least.is_none_or(|(bn, bw)| n * bw < bn * w) {
+                least = Some((n, w));
             }
         }
-        best
+        let Some((bn, bw)) = least else {
+            return (0..self.upstreams.len()).find(|&i| eligible(i));
+        };
+        let tied = |i: usize| {
+            live(i) && {
+                let (n, w) = load(i);
+                n * bw == bn * w
+            }
+        };
+        Some(self.round_robin(tied))
     }
 
-    /// Smooth weighted round-robin among `candidates` (non-empty).
-    fn round_robin(&self, candidates: &[usize]) -> usize {
+    /// Smooth weighted round-robin among the upstreams `candidate` accepts (at least one).
+    fn round_robin(&self, candidate: impl Fn(usize) -> bool) -> usize {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let total: i64 = candidates
-            .iter()
-            .map(|&i| i64::from(self.upstreams[i].weight))
-            .sum();
-        let mut chosen = candidates[0];
-        for &i in candidates {
-            current[i] += i64::from(self.upstreams[i].weight);
-            if current[i] > current[chosen] {
-                chosen = i;
+        let mut total = 0;
+        let mut chosen = None;
+        for i in (0..self.upstreams.len()).filter(|&i| candidate(i)) {
+            let weight = i64::from(self.upstreams[i].weight);
+            total += weight;
+            current[i] += weight;
+            if chosen.is_none_or(|c: usize| current[i] > current[c]) {
+                chosen = Some(i);
             }
         }
+        let chosen = chosen.unwrap_or(0);
         current[chosen] -= total;
         chosen
     }

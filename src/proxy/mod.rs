@@ -29,6 +29,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 
+use crate::access::UpstreamTime;
 use crate::handlers::{plain, Body, BoxError};
 use crate::idle::Activity;
 use balance::UpstreamSet;
@@ -51,7 +52,8 @@ pub struct Forward<'a> {
     pub client: headers::Client,
     /// What an open WebSocket tunnel counts as activity of: the launcher's, and the app's own
     /// for an on-demand app.
-    pub activities: Vec<Activity>,
+    pub launcher: &'a Activity,
+    pub app_activity: Option<&'a Activity>,
 }
 
 /// Forwards `req` to one of `upstreams` and returns the response (or ondemand's own error answer).
@@ -74,6 +76,7 @@ pub async fn forward(
         );
     };
     let mut last_tried = None;
+    let sent = tokio::time::Instant::now();
     let exchange = exchange(outgoing, upstreams, limits, fwd.app, &mut last_tried);
     let (response, upstream, sender, in_flight) =
         match tokio::time::timeout(limits.timeout, exchange).await {
@@ -96,6 +99,7 @@ pub async fn forward(
             }
         };
     let (mut parts, body) = response.into_parts();
+    parts.extensions.insert(UpstreamTime(sent.elapsed()));
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::for_client(&mut parts.headers, switching);
     if switching {
@@ -106,7 +110,11 @@ pub async fn forward(
                     fwd.app,
                     client,
                     upstream_response,
-                    fwd.activities.iter().map(Activity::begin).collect(),
+                    [Some(fwd.launcher), fwd.app_activity]
+                        .into_iter()
+                        .flatten()
+                        .map(Activity::begin)
+                        .collect(),
                     in_flight,
                 );
                 Response::from_parts(parts, crate::handlers::full(Bytes::new()))
@@ -191,7 +199,6 @@ async fn exchange(
     app: &str,
     last_tried: &mut Option<Arc<Upstream>>,
 ) -> Result<Exchanged, Response<Body>> {
-    let retry = retry_template(&req);
     let mut req = req;
     let mut tried = Vec::new();
     let mut refused = None;
@@ -200,7 +207,7 @@ async fn exchange(
         let upstream = upstreams.upstreams[index].clone();
         *last_tried = Some(upstream.clone());
         let in_flight = upstream.begin();
-        match send(&upstream, req, retry.as_ref()).await {
+        match send(&upstream, req).await {
             Ok((response, sender)) => return Ok((response, upstream, sender, in_flight)),
             Err(Failure::Refused(e, back)) => {
                 tracing::warn!(app, upstream = %upstream.address, "{e}");
@@ -224,28 +231,36 @@ enum Failure {
     Failed(hyper::Error),
 }
 
+/// A pooled connection idle at least this long may be closing by the upstream's keep-alive
+/// timeout as the request goes out: a copy of a body-less idempotent request is kept to send it
+/// again. (Connections in steady use skip the copy.)
+const MAY_BE_CLOSING: Duration = Duration::from_millis(200);
+
 /// Sends `req` on a pooled or new connection to `upstream`. A pooled connection found closed
 /// before the request was written gives it back, and it is sent again on a new connection; a
 /// body-less idempotent request whose pooled connection broke mid-way is sent once more too.
 async fn send(
     upstream: &Upstream,
     req: Request<Body>,
-    retry: Option<&RetryTemplate>,
 ) -> Result<(Response<Incoming>, http1::SendRequest<Body>), Failure> {
     let conn = match upstream.connection().await {
         Ok(c) => c,
         Err(e) => return Err(Failure::Refused(e, Box::new(req))),
     };
+    let retry = conn
+        .idle_for
+        .filter(|&idle| idle >= MAY_BE_CLOSING)
+        .and_then(|_| retry_template(&req));
     let mut sender = conn.sender;
     let error = match sender.try_send_request(req).await {
         Ok(response) => return Ok((response, sender)),
         Err(e) => e,
     };
-    if !conn.reused {
+    if conn.idle_for.is_none() {
         return Err(Failure::Failed(error.into_error()));
     }
     let mut error = error;
-    let again = match (error.take_message(), retry) {
+    let again = match (error.take_message(), retry.as_ref()) {
         (Some(req), _) => req,
         (None, Some(template)) => template.request(),
         (None, None) => return Err(Failure::Failed(error.into_error())),
@@ -350,9 +365,9 @@ struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    fn release(&mut self) {
+    fn release(&mut self, cx: &mut Context<'_>) {
         if let Some((upstream, sender)) = self.give_back.take() {
-            upstream.give_back(sender);
+            upstream.give_back(sender, cx);
         }
     }
 }
@@ -368,8 +383,15 @@ impl hyper::body::Body for UpstreamBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match polled {
             Poll::Ready(None) => {
-                self.release();
+                self.release(cx);
                 Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                // hyper stops polling once the body says it has ended.
+                if self.inner.is_end_stream() {
+                    self.release(cx);
+                }
+                Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
                 // The upstream broke off mid-body: the connection is not reusable.
@@ -393,7 +415,9 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // A body with nothing in it (HEAD, 204, 304) may never be polled.
         if hyper::body::Body::is_end_stream(&self.inner) {
-            self.release();
+            if let Some((upstream, sender)) = self.give_back.take() {
+                upstream.give_back(sender, &mut Context::from_waker(std::task::Waker::noop()));
+            }
         }
     }
 }

@@ -127,10 +127,11 @@ impl fmt::Debug for Upstream {
     }
 }
 
-/// A connection ready for one request, and whether it came from the pool.
+/// A connection ready for one request, and whether (and how long) it sat in the pool.
 pub struct Connection {
     pub sender: http1::SendRequest<Body>,
-    pub reused: bool,
+    /// How long it was idle in the pool; `None` for a new connection.
+    pub idle_for: Option<Duration>,
 }
 
 impl Upstream {
@@ -170,15 +171,15 @@ impl Upstream {
 
     /// A connection from the pool, or a new one.
     pub async fn connection(&self) -> Result<Connection, ConnectError> {
-        if let Some(sender) = self.pooled() {
+        if let Some((sender, idle_for)) = self.pooled() {
             return Ok(Connection {
                 sender,
-                reused: true,
+                idle_for: Some(idle_for),
             });
         }
         self.connect().await.map(|sender| Connection {
             sender,
-            reused: false,
+            idle_for: None,
         })
     }
 
@@ -210,31 +211,48 @@ impl Upstream {
         }
     }
 
-    fn pooled(&self) -> Option<http1::SendRequest<Body>> {
+    fn pooled(&self) -> Option<(http1::SendRequest<Body>, Duration)> {
         let mut idle = lock(&self.idle);
         while let Some(conn) = idle.pop() {
-            if conn.since.elapsed() < POOL_IDLE_TIMEOUT && conn.sender.is_ready() {
-                return Some(conn.sender);
+            let idle_for = conn.since.elapsed();
+            if idle_for < POOL_IDLE_TIMEOUT && conn.sender.is_ready() {
+                return Some((conn.sender, idle_for));
             }
         }
         None
     }
 
-    /// Returns a connection to the pool once hyper has finished the previous exchange on it.
-    pub fn give_back(self: &Arc<Self>, mut sender: http1::SendRequest<Body>) {
-        let upstream = self.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                let mut idle = lock(&upstream.idle);
-                idle.retain(|c| c.since.elapsed() < POOL_IDLE_TIMEOUT && !c.sender.is_closed());
-                if idle.len() < POOL_MAX_IDLE {
-                    idle.push(Idle {
-                        sender,
-                        since: Instant::now(),
-                    });
-                }
+    /// Returns a connection to the pool once hyper has finished the previous exchange on it:
+    /// at once when it already has (checked with `cx`, the caller's task), else from a task that
+    /// waits for it.
+    pub fn give_back(
+        self: &Arc<Self>,
+        mut sender: http1::SendRequest<Body>,
+        cx: &mut std::task::Context<'_>,
+    ) {
+        match sender.poll_ready(cx) {
+            std::task::Poll::Ready(Ok(())) => self.pool(sender),
+            std::task::Poll::Ready(Err(_)) => {}
+            std::task::Poll::Pending => {
+                let upstream = self.clone();
+                tokio::spawn(async move {
+                    if sender.ready().await.is_ok() {
+                        upstream.pool(sender);
+                    }
+                });
             }
-        });
+        }
+    }
+
+    fn pool(&self, sender: http1::SendRequest<Body>) {
+        let mut idle = lock(&self.idle);
+        idle.retain(|c| c.since.elapsed() < POOL_IDLE_TIMEOUT && !c.sender.is_closed());
+        if idle.len() < POOL_MAX_IDLE {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! on the same socket, or on a socket that speaks TLS, HTTP/1.1 and HTTP/2 after the handshake
 //! (by ALPN); with the connection limit, the head deadlines and a graceful close on shutdown.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,6 +120,9 @@ fn spawn_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let launcher = &ctx.shared.metrics.launcher;
+    launcher.connections.fetch_add(1, Ordering::Relaxed);
+    launcher.open_connections.fetch_add(1, Ordering::Relaxed);
     // Counted as activity from this moment: the launcher must not exit under a client about to speak.
     let conn = Arc::new(ConnState::new(
         ctx.shared.activity.begin(),
@@ -138,16 +142,26 @@ fn spawn_connection<S>(
                 Ok(stream) => serve_connection(stream, conn, &ctx2).await,
                 Err(e) => tracing::debug!(peer = ?peer, "TLS handshake failed: {e}"),
             }
-            tracing::trace!(peer = ?peer, "connection closed");
+            closed(&ctx2, peer);
             drop(permit);
         });
     } else {
         ctx.tasks.spawn(async move {
             serve_connection(stream, conn, &ctx2).await;
-            tracing::trace!(peer = ?peer, "connection closed");
+            closed(&ctx2, peer);
             drop(permit);
         });
     }
+}
+
+/// Counts a connection's end.
+fn closed(ctx: &ConnContext, peer: Option<std::net::SocketAddr>) {
+    ctx.shared
+        .metrics
+        .launcher
+        .open_connections
+        .fetch_sub(1, Ordering::Relaxed);
+    tracing::trace!(peer = ?peer, "connection closed");
 }
 
 /// Serves one connection until it closes, or until the drain asks it to finish.

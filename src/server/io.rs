@@ -72,11 +72,23 @@ impl ConnState {
         self.accepted_at + first_request_timeout
     }
 
-    /// A request head arrived and is being served.
-    pub fn request_started(&self) {
+    /// A request head arrived and is being served. A health probe (`probe`) takes back the
+    /// activity its connection held, so probes never keep the launcher up.
+    pub fn request_started(&self, probe: bool) {
         self.in_service.fetch_add(1, Ordering::SeqCst);
         if !self.first_request_seen.swap(true, Ordering::SeqCst) {
-            self.release_first_request_activity();
+            if probe {
+                let guard = self
+                    .until_first_request
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                if let Some(guard) = guard {
+                    guard.cancel();
+                }
+            } else {
+                self.release_first_request_activity();
+            }
             self.first_request.notify_waiters();
         }
     }

@@ -16,6 +16,7 @@ mod io;
 mod request;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
@@ -24,13 +25,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::apps;
-use crate::config::{self, Config, Handler};
+use crate::config::{self, Config};
+use crate::control;
 use crate::idle::Activity;
 use crate::listen::{Listener, Listeners, NamedListener};
 use crate::logging::LogHandle;
+use crate::metrics::{Exit, Metrics};
 use crate::notify;
 use crate::shutdown::{SignalEvent, Signals};
 use accept::{AsyncListener, ConnContext};
+use tokio::sync::mpsc;
 
 /// State shared by every connection.
 pub struct Shared {
@@ -40,16 +44,24 @@ pub struct Shared {
     pub activity: Activity,
     /// Apps of earlier configurations being stopped after a reload; the exit waits for them.
     pub retiring: TaskTracker,
+    /// Counters that continue across activations.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Serves `listeners` with `config` until idle or told to stop. Must run inside a tokio runtime.
 pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result<()> {
     let mut signals = Signals::install()?;
     let max_connections = config.server.max_connections;
+    let metrics = Arc::new(Metrics::new(
+        config.server.state_dir.join("state.json"),
+        config.server.metrics_file.clone(),
+    ));
+    attach_stats(&config, &metrics);
     let shared = Arc::new(Shared {
         config: ArcSwap::from_pointee(config),
         activity: Activity::default(),
         retiring: TaskTracker::new(),
+        metrics,
     });
     // Whatever an app leaves behind when it double-forks out of its process group is reparented
     // to us instead of init, so it can be found and stopped at exit.
@@ -77,16 +89,32 @@ pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result
             ctx.clone(),
         ));
     }
-    // The control socket is held open (so systemd does not see it closed) until the control
-    // interface serves it.
-    let _control = listeners.control;
+    let (reload_requests, mut reloads) = mpsc::channel(4);
+    let background = CancellationToken::new();
+    let inherited_control = listeners.control.and_then(|c| match c.listener {
+        Listener::Unix(l) => Some(l),
+        Listener::Tcp(_) => {
+            tracing::warn!("the socket named `control` must be a unix socket; it is ignored");
+            None
+        }
+    });
+    let control_path = shared.config.load().server.control_socket.clone();
+    let control_socket = control::server::open(inherited_control, &control_path);
+    if let Some(socket) = control_socket {
+        let control = Arc::new(control::server::Control {
+            shared: shared.clone(),
+            reload: reload_requests,
+        });
+        tokio::spawn(control.serve(socket, background.clone()));
+    }
+    tokio::spawn(persist_periodically(shared.clone(), background.clone()));
 
     let summary = summary(&shared.config.load(), socket_count);
     tracing::info!("ready: {summary}");
     notify::ready(&summary);
     let _watchdog = notify::spawn_watchdog();
 
-    let reason = wait_for_stop(&shared, &mut signals, &log).await;
+    let (reason, idle) = wait_for_stop(&shared, &mut signals, &mut reloads, &log).await;
     tracing::info!(connections = ctx.tasks.len(), "stopping: {reason}");
     notify::stopping(&format!("Stopping: {reason}"));
 
@@ -110,7 +138,36 @@ pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result
         tracing::info!("all connections finished");
     }
     stop_apps(&shared).await;
+    background.cancel();
+    let exit = if idle { Exit::Idle } else { Exit::Stopped };
+    shared.metrics.persist(exit, &[]);
+    tracing::info!("exiting");
     Ok(())
+}
+
+/// Gives each app its counters (the same object for the same app name across reloads).
+fn attach_stats(config: &Config, metrics: &Metrics) {
+    for app in &config.apps {
+        let stats = metrics.app(&app.name);
+        for (_, run) in app.runs() {
+            run.runner().attach_stats(stats.clone());
+        }
+        let _ = app.stats.set(stats);
+    }
+}
+
+/// Writes the state and metrics files every `metrics_interval` (a timer, not activity).
+async fn persist_periodically(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let interval = shared.config.load().server.metrics_interval;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let live = control::server::live_apps(&shared);
+        let metrics = shared.metrics.clone();
+        let _ = tokio::task::spawn_blocking(move || metrics.persist(Exit::NotYet, &live)).await;
+    }
 }
 
 /// Stops every app process: those of the running configuration, and those retiring after a
@@ -122,10 +179,7 @@ async fn stop_apps(shared: &Shared) {
         .load()
         .apps
         .iter()
-        .filter_map(|app| match &app.handler {
-            Handler::Run(run) => Some(run.runner()),
-            _ => None,
-        })
+        .flat_map(|app| app.runs().into_iter().map(|(_, run)| run.runner()))
         .filter(|runner| runner.has_started())
         .collect();
     if !runners.is_empty() {
@@ -140,37 +194,40 @@ async fn stop_apps(shared: &Shared) {
             "killed {strays} process(es) that apps had left running outside their process groups"
         );
     }
-    tracing::info!("exiting");
 }
 
 /// Carries running apps over to `new` when their `run` is unchanged; stops the others (removed
 /// or changed apps) in the background: requests in flight on them finish first, as far as each
 /// app's `stop_timeout` allows.
 fn hand_over_apps(shared: &Shared, old: &Config, new: &Config) {
+    let previous: std::collections::HashMap<String, &crate::handlers::run::Run> =
+        old.apps.iter().flat_map(|app| app.runs()).collect();
     let mut adopted = std::collections::HashSet::new();
     for app in &new.apps {
-        let Handler::Run(run) = &app.handler else {
-            continue;
-        };
-        let previous = old.apps.iter().find(|a| a.name == app.name);
-        if let Some(Handler::Run(previous)) = previous.map(|a| &a.handler) {
-            if run.adopt(previous) {
-                adopted.insert(app.name.clone());
+        for (name, run) in app.runs() {
+            if previous
+                .get(&name)
+                .is_some_and(|old_run| run.adopt(old_run))
+            {
+                adopted.insert(name);
             }
         }
     }
-    for app in &old.apps {
-        let Handler::Run(run) = &app.handler else {
-            continue;
-        };
+    for (name, run) in previous {
         let runner = run.runner();
-        if adopted.contains(&app.name) || !runner.has_started() {
+        if adopted.contains(&name) || !runner.has_started() {
             continue;
         }
-        tracing::info!(app = %app.name, "the app was changed or removed: stopping its processes");
-        shared
-            .retiring
-            .spawn(async move { runner.shutdown().await });
+        tracing::info!(
+            app = %name,
+            "the app was changed or removed: its processes stop once its requests in flight finish"
+        );
+        let drain = new.server.drain_timeout;
+        shared.retiring.spawn(async move {
+            // New requests already go to the new configuration; let the old one's finish.
+            let _ = tokio::time::timeout(drain, runner.activity.idle_for(Duration::ZERO)).await;
+            runner.shutdown().await
+        });
     }
 }
 
@@ -202,8 +259,14 @@ fn summary(config: &Config, sockets: usize) -> String {
     )
 }
 
-/// Runs until idle or a stop signal; returns why it stopped. Reloads on SIGHUP.
-async fn wait_for_stop(shared: &Shared, signals: &mut Signals, log: &LogHandle) -> String {
+/// Runs until idle or a stop signal; returns why it stopped, and whether it was idleness.
+/// Reloads on SIGHUP and when asked on the control socket.
+async fn wait_for_stop(
+    shared: &Shared,
+    signals: &mut Signals,
+    reloads: &mut mpsc::Receiver<control::server::ReloadRequest>,
+    log: &LogHandle,
+) -> (String, bool) {
     loop {
         let idle_timeout = shared.config.load().server.idle_timeout;
         let idle = async {
@@ -215,18 +278,24 @@ async fn wait_for_stop(shared: &Shared, signals: &mut Signals, log: &LogHandle) 
         tokio::select! {
             () = idle => {
                 let t = idle_timeout.unwrap_or_default();
-                return format!("idle for {}", humantime::format_duration(t));
+                return (format!("idle for {}", humantime::format_duration(t)), true);
             }
             event = signals.next() => match event {
-                SignalEvent::Stop(name) => return format!("received {name}"),
-                SignalEvent::Reload => reload(shared, log).await,
+                SignalEvent::Stop(name) => return (format!("received {name}"), false),
+                SignalEvent::Reload => {
+                    let _ = reload(shared, log).await;
+                }
             },
+            Some(reply) = reloads.recv() => {
+                let _ = reply.send(reload(shared, log).await);
+            }
         }
     }
 }
 
-/// Re-reads the config file; an invalid one is reported and the running config kept.
-async fn reload(shared: &Shared, log: &LogHandle) {
+/// Re-reads the config file; an invalid one is reported and the running config kept. Returns
+/// what happened, for the control socket.
+async fn reload(shared: &Shared, log: &LogHandle) -> Result<String, String> {
     let path = shared.config.load().path.clone();
     let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await;
     let new = match loaded
@@ -236,7 +305,9 @@ async fn reload(shared: &Shared, log: &LogHandle) {
         Ok(new) => new,
         Err(e) => {
             tracing::error!("reload failed, keeping the running configuration: {e}");
-            return;
+            return Err(format!(
+                "reload failed, the running configuration is kept: {e}"
+            ));
         }
     };
     let old = shared.config.load();
@@ -245,6 +316,7 @@ async fn reload(shared: &Shared, log: &LogHandle) {
         tracing::warn!("max_connections and log take effect at the next start, not on reload");
     }
     log.set_level(&new.server.log_level);
+    attach_stats(&new, &shared.metrics);
     hand_over_apps(shared, &old, &new);
     tracing::info!(
         apps = new.apps.len(),
@@ -252,5 +324,11 @@ async fn reload(shared: &Shared, log: &LogHandle) {
         new.path.display()
     );
     notify::status(&format!("Reloaded: {} apps", new.apps.len()));
+    let message = format!(
+        "configuration reloaded from {}: {} apps",
+        new.path.display(),
+        new.apps.len()
+    );
     shared.config.store(Arc::new(new));
+    Ok(message)
 }

@@ -4,8 +4,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Version};
@@ -14,32 +16,69 @@ use hyper::body::{Frame, Incoming, SizeHint};
 
 use super::io::ConnState;
 use super::Shared;
-use crate::config::{App, Handler};
+use crate::access::{self, UpstreamTime};
+use crate::config::{AccessLog, App, Handler};
 use crate::handlers::{plain, Body, BoxError};
 use crate::idle::ActivityGuard;
+use crate::metrics::AppStats;
 use crate::proxy::headers;
 use crate::routing::{path, request_host};
 use crate::tls::redirect;
 
 /// Answers one request. The request counts as in flight from this call (before the returned
-/// future first runs) until its response body is sent completely or dropped.
+/// future first runs) until its response body is sent completely or dropped; then it is counted
+/// in its app's metrics and written to the access log.
 pub fn handle(
     req: Request<Incoming>,
     shared: &Arc<Shared>,
     conn: &Arc<ConnState>,
 ) -> impl Future<Output = Response<Body>> + Send + 'static {
-    conn.request_started();
+    // A load balancer's health probe is answered by the launcher and is no activity at all.
+    let probe = shared
+        .config
+        .load()
+        .server
+        .health_path
+        .as_deref()
+        .is_some_and(|p| req.uri().path() == p);
+    conn.request_started(probe);
     let in_flight = InFlight {
-        _activity: shared.activity.begin(),
+        _activity: (!probe).then(|| shared.activity.begin()),
         conn: conn.clone(),
     };
     let shared = shared.clone();
     let (peer, tls) = (conn.peer, conn.tls);
+    let started = Instant::now();
+    let access_log = shared.config.load().server.access_log;
+    let line = (access_log != AccessLog::Off).then(|| RequestLine::of(&req));
+    // The body of a response to HEAD is never sent: the response is complete with its head.
+    let head = req.method() == Method::HEAD;
     async move {
-        let response = route_and_answer(req, &shared, peer, tls).await;
+        let (response, app) = if probe {
+            (plain(StatusCode::OK, "ok\n".into()), None)
+        } else {
+            route_and_answer(req, &shared, peer, tls).await
+        };
+        let stats = app.as_ref().and_then(|a| a.stats.get().cloned());
+        if let Some(stats) = &stats {
+            stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        let finish = Finish {
+            started,
+            status: response.status().as_u16(),
+            upstream: response.extensions().get::<UpstreamTime>().map(|u| u.0),
+            stats,
+            access: line.map(|line| (access_log, line, peer, app.map(|a| a.name.clone()))),
+            bytes: 0,
+            complete: false,
+        };
         response.map(|body| {
+            let mut finish = finish;
+            // An empty body (HEAD, 204, 304) may never be polled.
+            finish.complete = head || hyper::body::Body::is_end_stream(&body);
             InFlightBody {
                 inner: body,
+                finish,
                 _in_flight: in_flight,
             }
             .boxed_unsync()
@@ -47,12 +86,84 @@ pub fn handle(
     }
 }
 
+/// What the access log says of a request, taken before the request is consumed.
+struct RequestLine {
+    method: String,
+    target: String,
+    version: &'static str,
+    host: String,
+}
+
+impl RequestLine {
+    fn of(req: &Request<Incoming>) -> RequestLine {
+        RequestLine {
+            method: req.method().to_string(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().to_string(), |p| p.to_string()),
+            version: match req.version() {
+                Version::HTTP_10 => "HTTP/1.0",
+                Version::HTTP_2 => "HTTP/2.0",
+                _ => "HTTP/1.1",
+            },
+            host: raw_host(req).unwrap_or_default(),
+        }
+    }
+}
+
+/// Counted when the response ends: the app's metrics and the access log.
+struct Finish {
+    started: Instant,
+    status: u16,
+    upstream: Option<Duration>,
+    stats: Option<Arc<AppStats>>,
+    access: Option<(
+        AccessLog,
+        RequestLine,
+        Option<std::net::IpAddr>,
+        Option<String>,
+    )>,
+    bytes: u64,
+    /// The body reached its end (not: the client went away).
+    complete: bool,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let duration = self.started.elapsed();
+        if let Some(stats) = &self.stats {
+            stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            stats.record(self.status, duration);
+        }
+        if let Some((format, line, peer, app)) = &self.access {
+            access::log(
+                *format,
+                &access::Entry {
+                    peer: *peer,
+                    method: &line.method,
+                    target: &line.target,
+                    version: line.version,
+                    host: &line.host,
+                    app: app.as_deref().unwrap_or("-"),
+                    status: self.status,
+                    bytes: self.bytes,
+                    duration,
+                    upstream: self.upstream,
+                    complete: self.complete,
+                },
+            );
+        }
+    }
+}
+
+/// The response, and the app that gave it (none when ondemand answered itself).
 async fn route_and_answer(
     req: Request<Incoming>,
     shared: &Shared,
     peer: Option<std::net::IpAddr>,
     tls: bool,
-) -> Response<Body> {
+) -> (Response<Body>, Option<Arc<App>>) {
     let (app, path, host, trusted) = match route(&req, shared, peer) {
         Route::To {
             app,
@@ -60,32 +171,62 @@ async fn route_and_answer(
             host,
             trusted,
         } => (app, path, host, trusted),
-        Route::Answered(answer) => return answer,
+        Route::Answered(answer) => return (answer, None),
     };
     tracing::debug!(app = %app.name, method = %req.method(), path, "request");
+    let client = client(peer, tls, host, trusted);
+    let response = answer(req, &app, path, client, shared).await;
+    (response, Some(app))
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    app: &App,
+    path: String,
+    client: headers::Client,
+    shared: &Shared,
+) -> Response<Body> {
+    let (tls, trusted) = (client.proto == "https", client.trusted);
     if let Some(port) = app.https_redirect {
         if !redirect::came_over_https(tls, trusted, req.headers()) {
-            return redirect::to_https(&req, host.as_deref(), port);
+            return redirect::to_https(&req, client.host.as_deref(), port);
         }
     }
-    match &app.handler {
+    let handler = match &app.handler {
+        Handler::Versions(versions) => match versions.pick(req.headers()) {
+            Some(version) => &version.handler,
+            None => return no_such_version(&app.name),
+        },
+        handler => handler,
+    };
+    match handler {
         Handler::Respond(respond) => respond.response(),
         Handler::Static(files) => {
             let (parts, _body) = req.into_parts();
             files.serve(&app.name, &app.path, &path, parts).await
         }
         Handler::Proxy(proxy) => {
-            let client = client(peer, tls, host, trusted);
             proxy
                 .serve(&app.name, &app.path, &path, req, client, &shared.activity)
                 .await
         }
         Handler::Run(run) => {
-            let client = client(peer, tls, host, trusted);
             run.serve(&app.name, &app.path, &path, req, client, &shared.activity)
                 .await
         }
+        // Versions hold plain handlers only (the config allows no versions of versions).
+        Handler::Versions(_) => no_such_version(&app.name),
     }
+}
+
+fn no_such_version(app: &str) -> Response<Body> {
+    plain(
+        StatusCode::NOT_FOUND,
+        format!(
+            "ondemand: app {app:?} has no version named in the {} header\n",
+            crate::handlers::versions::VERSION_HEADER
+        ),
+    )
 }
 
 fn client(
@@ -201,7 +342,8 @@ fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
 
 /// A request in flight: launcher activity plus the connection's count of requests in service.
 struct InFlight {
-    _activity: ActivityGuard,
+    /// None for a health probe.
+    _activity: Option<ActivityGuard>,
     conn: Arc<ConnState>,
 }
 
@@ -211,9 +353,11 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request in flight until it is sent completely or dropped.
+/// A response body that keeps its request in flight until it is sent completely or dropped,
+/// counting the bytes sent.
 struct InFlightBody {
     inner: Body,
+    finish: Finish,
     _in_flight: InFlight,
 }
 
@@ -225,7 +369,21 @@ impl hyper::body::Body for InFlightBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.finish.bytes += data.len() as u64;
+                }
+                // hyper stops polling once the body says it has ended.
+                if self.inner.is_end_stream() {
+                    self.finish.complete = true;
+                }
+            }
+            Poll::Ready(None) => self.finish.complete = true,
+            _ => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

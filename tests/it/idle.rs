@@ -220,9 +220,13 @@ fn a_bad_config_answers_503_until_a_reload_fixes_it() {
     let r = crate::support::get(port, "a", "/").unwrap();
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), Some("10"));
+    // The harness adds settings above the test's text: find the app's line in the file written.
+    let written = std::fs::read_to_string(&od.config).unwrap();
+    let app_line = written.lines().position(|l| l == "[[app]]").unwrap() + 1;
     assert!(
-        od.log_text()
-            .contains("ondemand.toml:5:1: app \"a\" has no handler"),
+        od.log_text().contains(&format!(
+            "ondemand.toml:{app_line}:1: app \"a\" has no handler"
+        )),
         "{}",
         od.log_text()
     );
@@ -287,5 +291,35 @@ fn sd_notify_ready_watchdog_and_stopping() {
     assert!(
         last.contains("STOPPING=1\n") && last.contains("STATUS=Stopping: idle for 1s"),
         "{messages:?}"
+    );
+}
+
+/// A load balancer's health probe is answered by the launcher and never counts as activity:
+/// probed every 100 ms, the launcher still exits after its idle_timeout.
+#[test]
+fn health_probes_never_keep_the_launcher_up() {
+    let mut od = Ondemand::start(
+        "[server]\nidle_timeout = \"1s\"\nhealth_path = \"/healthz\"\n\
+         [[app]]\nname = \"a\"\nrespond = { body = \"app\\n\" }\n",
+    );
+    let started = Instant::now();
+    let r = crate::support::get(od.port, "any.host", "/healthz").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    assert_eq!(
+        crate::support::get(od.port, "a", "/x").unwrap().text(),
+        "app\n"
+    );
+    let after_request = Instant::now();
+    while od.is_running() && started.elapsed() < Duration::from_secs(10) {
+        if let Ok(r) = crate::support::get(od.port, "a", "/healthz") {
+            assert_eq!(r.status, 200);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(od.wait_exit(Duration::from_secs(5)), 0);
+    let lived = after_request.elapsed();
+    assert!(
+        lived < Duration::from_secs(3),
+        "probes kept the launcher up {lived:?} after the last real request"
     );
 }

@@ -6,6 +6,7 @@
 
 mod activation;
 mod cli;
+mod control;
 mod http;
 mod idle;
 mod proxy;
@@ -15,3 +16,6 @@ mod support;
 mod systemd;
 mod tls;
 mod xinetd;
+
+// The Debian package (scripts/deb), installed in a throwaway systemd container.
+mod deb;

@@ -627,17 +627,7 @@ fn config_errors_name_the_upstream_problem() {
             "more than one handler",
         ),
     ];
-    for (handler, expected) in cases {
-        let dir = tempdir();
-        let config = crate::support::write_file(
-            dir.path(),
-            "c.toml",
-            &format!("[[app]]\nname = \"x\"\n{handler}\n"),
-        );
-        let (code, _out, err) =
-            crate::support::run_ondemand(&["check", "--config", config.to_str().unwrap()]);
-        assert_eq!(code, 2, "{handler}: {err}");
-        assert!(err.contains(expected), "{handler}: {err}");
-        assert!(err.contains("c.toml:"), "{handler}: {err}");
-    }
+    crate::support::assert_check_errors(
+        &cases.map(|(handler, expected)| (format!("[[app]]\nname = \"x\"\n{handler}\n"), expected)),
+    );
 }

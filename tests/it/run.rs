@@ -556,19 +556,12 @@ fn run_config_errors_are_located() {
             "unknown field `restart`",
         ),
     ];
-    for (run, expected) in cases {
-        let dir = tempdir();
-        let config = crate::support::write_file(
-            dir.path(),
-            "c.toml",
-            &format!("[[app]]\nname = \"x\"\n[app.run]\n{run}\n"),
-        );
-        let (code, _out, err) =
-            crate::support::run_ondemand(&["check", "--config", config.to_str().unwrap()]);
-        assert_eq!(code, 2, "{run}: {err}");
-        assert!(err.contains(expected), "{run}: {err}");
-        assert!(err.contains("c.toml:"), "{run}: {err}");
-    }
+    crate::support::assert_check_errors(&cases.map(|(run, expected)| {
+        (
+            format!("[[app]]\nname = \"x\"\n[app.run]\n{run}\n"),
+            expected,
+        )
+    }));
 }
 
 #[test]
@@ -594,4 +587,20 @@ fn raw_requests_to_an_app_that_never_started_hold_until_ready() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(json(&r)["body_len"], 5);
     assert!(t.elapsed() >= Duration::from_millis(1400));
+}
+
+/// Even a launcher killed outright (SIGKILL, the OOM killer) leaves no app running: each app
+/// gets SIGTERM when its parent dies.
+#[test]
+fn a_killed_launcher_takes_its_apps_down() {
+    let dir = tempdir();
+    let mut od = Ondemand::start(&format!(
+        "{}{}",
+        server(&dir, "never"),
+        upstream_app("orphan", "/", &["--fd"], "")
+    ));
+    let pid = pid_of(&get(od.port, "a", "/pid").unwrap());
+    od.child.signal(nix::sys::signal::Signal::SIGKILL);
+    od.wait_exit(Duration::from_secs(5));
+    wait_gone(pid, "the app of a killed launcher");
 }

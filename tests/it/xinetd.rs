@@ -97,7 +97,7 @@ fn bad_config_answers_503_from_one_instance_instead_of_a_restart_loop() {
     );
     let log = x.file("ondemand.log");
     assert!(
-        log.contains("ondemand.toml:4:1: unknown field `bogus`"),
+        log.contains("ondemand.toml:6:1: unknown field `bogus`"), // 2 lines added by the harness
         "{log}"
     );
     assert!(log.contains("Answering every request with 503"), "{log}");

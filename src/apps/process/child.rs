@@ -110,6 +110,8 @@ pub(super) struct ChildSetup {
     _socket_copy: Option<OwnedFd>,
     user: Option<UserSwitch>,
     env: ChildEnv,
+    /// ondemand's pid, to notice that it died before the parent-death signal was armed.
+    parent: libc::pid_t,
 }
 
 struct UserSwitch {
@@ -139,6 +141,8 @@ impl ChildSetup {
                 groups: user.groups.clone(),
             }),
             env: ChildEnv::new(env, spec.socket.is_some())?,
+            // SAFETY: getpid cannot fail.
+            parent: unsafe { libc::getpid() },
         })
     }
 
@@ -168,6 +172,15 @@ impl ChildSetup {
         close_on_exec_from(first_other_fd)?;
         if let Some(user) = &self.user {
             switch_user(user)?;
+        }
+        // If ondemand itself is killed (SIGKILL, the OOM killer), its apps get SIGTERM rather
+        // than running on unsupervised. Armed after the user switch, which clears it. (The signal
+        // follows the thread that forked: the spawner thread, which lives as long as ondemand.)
+        check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) })?;
+        if unsafe { libc::getppid() } != self.parent {
+            return Err(io::Error::other(
+                "ondemand exited while the app was being started",
+            ));
         }
         self.env.write_listen_pid();
         self.env.install();

@@ -232,3 +232,16 @@ pub fn run_ondemand(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs `ondemand check` on each config `(text, expected)` and asserts it fails with exit 2, a
+/// message containing `expected`, and a file:line:column location.
+pub fn assert_check_errors(cases: &[(String, &str)]) {
+    for (text, expected) in cases {
+        let dir = tempdir();
+        let config = write_file(dir.path(), "c.toml", text);
+        let (code, _out, err) = run_ondemand(&["check", "--config", config.to_str().unwrap()]);
+        assert_eq!(code, 2, "{text}: {err}");
+        assert!(err.contains(expected), "{text}: {err}");
+        assert!(err.contains("c.toml:"), "{text}: {err}");
+    }
+}

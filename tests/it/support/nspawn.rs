@@ -54,6 +54,24 @@ impl Container {
     /// Boots a container whose payload holds the ondemand binary under test and `config` as
     /// ondemand.toml, and waits until its systemd says `running` (or `degraded`).
     pub fn boot(config: &str) -> Container {
+        Container::boot_with(config, &[])
+    }
+
+    /// Like [`boot`](Self::boot), with /usr, /var and /etc writable inside (each an overlay of
+    /// the host's directory with a tmpfs on top, so the host's files stay untouched) and /etc
+    /// the host's, as dpkg needs to install a package (../shared/SUPERVISORS.md).
+    pub fn boot_for_packages(config: &str) -> Container {
+        Container::boot_with(
+            config,
+            &[
+                "--overlay=/usr::/usr",
+                "--overlay=/var::/var",
+                "--overlay=/etc::/etc",
+            ],
+        )
+    }
+
+    fn boot_with(config: &str, extra_args: &[&str]) -> Container {
         check_prerequisites();
         let dir = super::tempdir();
         let payload = dir.path().join("payload");
@@ -72,6 +90,7 @@ impl Container {
                 "--volatile=yes",
             ])
             .args(["--register=no", "--keep-unit", "-q"])
+            .args(extra_args)
             .arg(format!("--bind-ro={}:{PAYLOAD}", payload.display()))
             .args([
                 "-b",

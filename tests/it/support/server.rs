@@ -137,15 +137,40 @@ impl Ondemand {
     }
 }
 
+impl Drop for Ondemand {
+    /// Stops ondemand with SIGTERM first, so it stops the app processes it started (a SIGKILL
+    /// would leave them to the parent-death signal alone); SIGKILL after 10 s.
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.child.signal(nix::sys::signal::Signal::SIGTERM);
+            let _ = self.child.wait_timeout(Duration::from_secs(10));
+        }
+    }
+}
+
 fn write_config(dir: &tempfile::TempDir, config: &str) -> (PathBuf, PathBuf) {
     let log = dir.path().join("ondemand.log");
     let text = add_log_settings(config, &log);
     (write_file(dir.path(), "ondemand.toml", &text), log)
 }
 
-/// Puts `log` and a debug `log_level` into the [server] table (adding the table if missing).
+/// Puts `log` and a debug `log_level` into the [server] table (adding the table if missing), and
+/// keeps the state file and the control socket in the test's directory unless the test sets them.
 fn add_log_settings(config: &str, log: &std::path::Path) -> String {
-    let settings = format!("log = \"{}\"\nlog_level = \"debug\"\n", log.display());
+    let dir = log.parent().unwrap();
+    let mut settings = format!("log = \"{}\"\nlog_level = \"debug\"\n", log.display());
+    if !config.contains("state_dir") {
+        settings.push_str(&format!(
+            "state_dir = \"{}\"\n",
+            dir.join("state").display()
+        ));
+    }
+    if !config.contains("control_socket") {
+        settings.push_str(&format!(
+            "control_socket = \"{}\"\n",
+            dir.join("control.sock").display()
+        ));
+    }
     if config.contains("[server]") {
         config.replacen("[server]\n", &format!("[server]\n{settings}"), 1)
     } else {

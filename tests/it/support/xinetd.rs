@@ -60,6 +60,26 @@ pub struct Xinetd {
     child: Option<Child>,
 }
 
+/// Keeps the state file and the control socket of a test's launchers in its directory (unless
+/// the test sets them), so parallel tests never share them and nothing is left in /var or /run.
+fn private_dirs(config: &str, dir: &Path) -> String {
+    let mut settings = String::new();
+    if !config.contains("state_dir") {
+        settings.push_str(&format!("state_dir = \"{}/state\"\n", dir.display()));
+    }
+    if !config.contains("control_socket") {
+        settings.push_str(&format!(
+            "control_socket = \"{}/control.sock\"\n",
+            dir.display()
+        ));
+    }
+    if config.contains("[server]\n") {
+        config.replacen("[server]\n", &format!("[server]\n{settings}"), 1)
+    } else {
+        format!("[server]\n{settings}\n{config}")
+    }
+}
+
 impl Xinetd {
     /// Starts xinetd with `ondemand serve --config DIR/ondemand.toml` as the server of a
     /// `wait = yes` stream service on 127.0.0.1:`port()`.
@@ -68,7 +88,10 @@ impl Xinetd {
     /// temporary directory's path, so a test can say `log = "{dir}/ondemand.log"`.
     pub fn start(config_toml: &str) -> Xinetd {
         Xinetd::start_service(|dir, port| {
-            let config = config_toml.replace("{dir}", &dir.display().to_string());
+            let config = private_dirs(
+                &config_toml.replace("{dir}", &dir.display().to_string()),
+                dir,
+            );
             let config_path = write_file(dir, "ondemand.toml", &config);
             service_block(
                 &bin(),
