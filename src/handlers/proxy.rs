@@ -76,11 +76,7 @@ impl Proxy {
         client: headers::Client,
         activity: &Activity,
     ) -> Response<Body> {
-        let path = if self.strip_prefix {
-            strip(prefix, path)
-        } else {
-            path.to_string()
-        };
+        let path = upstream_path(self.strip_prefix, prefix, path);
         let fwd = proxy::Forward {
             app,
             path,
@@ -92,8 +88,17 @@ impl Proxy {
     }
 }
 
+/// The path to send upstream: `path` itself, or with `strip_prefix` without the app's prefix.
+pub fn upstream_path(strip_prefix: bool, prefix: &str, path: &str) -> String {
+    if strip_prefix {
+        strip(prefix, path)
+    } else {
+        path.to_string()
+    }
+}
+
 /// `path` without the app's prefix: "/api/v1/x" under "/api" is "/v1/x"; "/api" itself is "/".
-pub fn strip(prefix: &str, path: &str) -> String {
+fn strip(prefix: &str, path: &str) -> String {
     if prefix == "/" {
         return path.to_string();
     }

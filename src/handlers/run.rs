@@ -75,11 +75,7 @@ impl Run {
             Ok(upstreams) => upstreams,
             Err(refusal) => return refused(app, refusal),
         };
-        let path = if runner.spec().strip_prefix {
-            super::proxy::strip(prefix, path)
-        } else {
-            path.to_string()
-        };
+        let path = super::proxy::upstream_path(runner.spec().strip_prefix, prefix, path);
         let fwd = proxy::Forward {
             app,
             path,
