@@ -115,7 +115,7 @@ fn the_app_gets_its_socket_and_nothing_of_the_launcher_or_its_supervisor() {
     let notify_path = dir.path().join("notify").display().to_string();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let command = format!(
-        "ls -l /proc/$$/fd | sed 's/^/FD /'; exec {PYTHON} {} --fd --name envapp",
+        "ls -l /proc/$$/fd; exec {PYTHON} {} --fd --name envapp",
         app_path("upstream.py").display()
     );
     let od = Ondemand::start_on_with_env(
@@ -143,12 +143,12 @@ fn the_app_gets_its_socket_and_nothing_of_the_launcher_or_its_supervisor() {
     ] {
         assert!(env.get(leaked).is_none(), "{leaked} reached the app: {env}");
     }
-    // What the app's shell saw before it became the server: fds 0-3 only (ls adds its own 3rd
-    // directory fd, which it lists as the fd being read).
+    // What the app's shell had before it became the server (ls lists the shell's fds, not its
+    // own; no pipeline, whose pipe the shell would hold for a moment): fds 0-3 only.
     let log = od.log_text();
     let fds: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("FD l"))
+        .filter(|l| l.contains(" -> ") && l.contains("stream=\"stdout\""))
         .map(|l| l.split(" -> ").nth(1).unwrap_or(""))
         .collect();
     assert!(fds.len() >= 4, "{log}");
