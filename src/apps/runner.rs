@@ -12,6 +12,7 @@
 //! Retry-After at once, for a pause that doubles with each further failure (1 s up to 60 s).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,7 +113,7 @@ pub struct Runner {
     /// The app's places and queue.
     pub bulkhead: Bulkhead,
     /// Count of starts so far.
-    attempts: Mutex<u64>,
+    attempts: AtomicU64,
     /// The app's counters (starts, crashes, cold-start times, last exit).
     stats: std::sync::OnceLock<Arc<crate::metrics::AppStats>>,
     /// Operators' commands; the receiver is taken by the app's task.
@@ -146,7 +147,7 @@ impl Runner {
             shutdown: CancellationToken::new(),
             task: Mutex::new(None),
             activity: Activity::default(),
-            attempts: Mutex::new(0),
+            attempts: AtomicU64::new(0),
         }
     }
 
@@ -259,7 +260,7 @@ impl Runner {
     }
 
     fn attempts(&self) -> u64 {
-        *self.attempts.lock().unwrap_or_else(|e| e.into_inner())
+        self.attempts.load(Ordering::SeqCst)
     }
 
     /// Stops the app's processes for good and waits until they are gone.
@@ -303,11 +304,7 @@ impl Runner {
             if !self.wait_for_demand(&mut failures, &mut commands).await {
                 break;
             }
-            let attempt = {
-                let mut n = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
-                *n += 1;
-                *n
-            };
+            let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
             self.publish(Status::Starting { attempt });
             if let Err(failure) = self.start_missing(&mut instances, &exits_tx).await {
                 if running(&instances) == 0 {

@@ -211,33 +211,10 @@ pub fn live_status(shared: &Shared) -> Status {
                 row.p99_ms = p99.map(|s| s * 1000.0);
                 row.in_flight = stats.in_flight.load(std::sync::atomic::Ordering::Relaxed);
             }
-            let runs = app.runs();
-            if runs.is_empty() {
-                row.state = "ready".into();
-                return row;
+            with_processes(app, &mut row);
+            if !row.pids.is_empty() {
+                (row.rss_bytes, row.cpu_seconds) = usage::of_groups(&row.pids);
             }
-            let mut states = Vec::new();
-            for (name, run) in &runs {
-                let runner = run.runner();
-                let (state, running) = runner.view();
-                states.push(if runs.len() == 1 {
-                    state.to_string()
-                } else {
-                    format!("{}:{state}", name.rsplit('@').next().unwrap_or(name))
-                });
-                row.pids.extend(running.iter().map(|r| r.pid));
-                let uptime = running.iter().map(|r| r.since.elapsed().as_secs_f64());
-                row.uptime_seconds = row
-                    .uptime_seconds
-                    .into_iter()
-                    .chain(uptime)
-                    .reduce(f64::max);
-                row.queued += runner.bulkhead.queued();
-            }
-            row.state = states.join(",");
-            let (rss, cpu) = usage::of_groups(&row.pids);
-            row.rss_bytes = rss;
-            row.cpu_seconds = cpu;
             row
         })
         .collect();
@@ -252,6 +229,34 @@ pub fn live_status(shared: &Shared) -> Status {
         connections_total: totals.launcher.connections,
         apps,
     }
+}
+
+/// Fills in what `app`'s runners know now: state, pids, uptime, queued. Cheap (no /proc).
+fn with_processes(app: &crate::config::App, row: &mut AppStatus) {
+    let runs = app.runs();
+    if runs.is_empty() {
+        row.state = "ready".into();
+        return;
+    }
+    let mut states = Vec::new();
+    for (name, run) in &runs {
+        let runner = run.runner();
+        let (state, running) = runner.view();
+        states.push(if runs.len() == 1 {
+            state.to_string()
+        } else {
+            format!("{}:{state}", name.rsplit('@').next().unwrap_or(name))
+        });
+        row.pids.extend(running.iter().map(|r| r.pid));
+        let uptime = running.iter().map(|r| r.since.elapsed().as_secs_f64());
+        row.uptime_seconds = row
+            .uptime_seconds
+            .into_iter()
+            .chain(uptime)
+            .reduce(f64::max);
+        row.queued += runner.bulkhead.queued();
+    }
+    row.state = states.join(",");
 }
 
 /// The live gauges of every app, for the metrics.
@@ -272,10 +277,12 @@ pub fn live_apps(shared: &Shared) -> Vec<LiveApp> {
 /// Carries out `command` on the apps the request picks (a filter may also name one version of
 /// an app as `app@version`).
 fn act(shared: &Shared, command: &str, req: &ActRequest) -> ActResponse {
-    let status = live_status(shared);
     let config = shared.config.load();
     let mut response = ActResponse::default();
-    for (app, row) in config.apps.iter().zip(&status.apps) {
+    for app in config.apps.iter() {
+        // Only what filters look at: name, hosts, tags, state (no counters, no /proc).
+        let mut row = AppStatus::configured(app, &Default::default());
+        with_processes(app, &mut row);
         let whole_app = req.all || req.filters.iter().any(|f| row.matches(f));
         let runs: Vec<_> = app
             .runs()

@@ -10,59 +10,52 @@ use super::{LiveApp, LiveLauncher, COLD_START_BUCKETS, LATENCY_BUCKETS};
 pub fn render(totals: &SavedState, launcher: &LiveLauncher, apps: &[LiveApp]) -> String {
     let mut out = String::with_capacity(4096);
     let l = &totals.launcher;
-    metric(
-        &mut out,
+    let o = &mut out;
+    single(
+        o,
         "ondemand_activations_total",
         "counter",
         "Times the launcher was started by its supervisor.",
+        l.activations,
     );
-    let _ = writeln!(out, "ondemand_activations_total {}", l.activations);
-    metric(
-        &mut out,
+    single(
+        o,
         "ondemand_idle_exits_total",
         "counter",
         "Times the launcher exited because it was idle.",
+        l.idle_exits,
     );
-    let _ = writeln!(out, "ondemand_idle_exits_total {}", l.idle_exits);
-    metric(
-        &mut out,
+    single(
+        o,
         "ondemand_connections_total",
         "counter",
         "Connections accepted.",
+        l.connections,
     );
-    let _ = writeln!(out, "ondemand_connections_total {}", l.connections);
-    metric(
-        &mut out,
+    single(
+        o,
         "ondemand_uptime_seconds_total",
         "counter",
         "Time the launcher has been running, over all activations.",
+        format!("{:.3}", l.uptime_seconds),
     );
-    let _ = writeln!(out, "ondemand_uptime_seconds_total {:.3}", l.uptime_seconds);
-    metric(
-        &mut out,
+    single(
+        o,
         "ondemand_uptime_seconds",
         "gauge",
         "Time this activation has been running (0 when not running).",
+        format!("{:.3}", launcher.uptime.as_secs_f64()),
     );
-    let _ = writeln!(
-        out,
-        "ondemand_uptime_seconds {:.3}",
-        launcher.uptime.as_secs_f64()
-    );
-    metric(
-        &mut out,
+    single(
+        o,
         "ondemand_open_connections",
         "gauge",
         "Connections open now.",
-    );
-    let _ = writeln!(
-        out,
-        "ondemand_open_connections {}",
-        launcher.open_connections
+        launcher.open_connections,
     );
 
     metric(
-        &mut out,
+        o,
         "ondemand_app_requests_total",
         "counter",
         "Requests answered, by status class.",
@@ -70,113 +63,100 @@ pub fn render(totals: &SavedState, launcher: &LiveLauncher, apps: &[LiveApp]) ->
     for (name, app) in &totals.apps {
         for (class, n) in &app.requests {
             let _ = writeln!(
-                out,
+                o,
                 "ondemand_app_requests_total{{app=\"{}\",class=\"{class}\"}} {n}",
                 escape(name)
             );
         }
     }
     metric(
-        &mut out,
+        o,
         "ondemand_app_request_duration_seconds",
         "histogram",
         "Time from request to the end of the response.",
     );
     for (name, app) in &totals.apps {
         histogram(
-            &mut out,
+            o,
             "ondemand_app_request_duration_seconds",
             name,
             LATENCY_BUCKETS,
             &app.latency,
         );
     }
-    metric(
-        &mut out,
+    let saved = || totals.apps.iter().map(|(name, app)| (name.as_str(), app));
+    per_app(
+        o,
         "ondemand_app_starts_total",
         "counter",
         "Starts of the app's process that became ready.",
+        saved().map(|(n, a)| (n, a.starts)),
     );
-    for (name, app) in &totals.apps {
-        let _ = writeln!(
-            out,
-            "ondemand_app_starts_total{{app=\"{}\"}} {}",
-            escape(name),
-            app.starts
-        );
-    }
-    metric(
-        &mut out,
+    per_app(
+        o,
         "ondemand_app_crashes_total",
         "counter",
         "Exits of the app's process that nobody asked for.",
+        saved().map(|(n, a)| (n, a.crashes)),
     );
-    for (name, app) in &totals.apps {
-        let _ = writeln!(
-            out,
-            "ondemand_app_crashes_total{{app=\"{}\"}} {}",
-            escape(name),
-            app.crashes
-        );
-    }
     metric(
-        &mut out,
+        o,
         "ondemand_app_cold_start_seconds",
         "histogram",
         "Time from starting the app's process to its being ready.",
     );
     for (name, app) in &totals.apps {
         histogram(
-            &mut out,
+            o,
             "ondemand_app_cold_start_seconds",
             name,
             COLD_START_BUCKETS,
             &app.cold_start,
         );
     }
-    metric(
-        &mut out,
+    let live = || apps.iter().map(|a| (a.name.as_str(), a));
+    per_app(
+        o,
         "ondemand_app_in_flight",
         "gauge",
         "Requests being answered now.",
+        live().map(|(n, a)| (n, a.in_flight)),
     );
-    for app in apps {
-        let _ = writeln!(
-            out,
-            "ondemand_app_in_flight{{app=\"{}\"}} {}",
-            escape(&app.name),
-            app.in_flight
-        );
-    }
-    metric(
-        &mut out,
+    per_app(
+        o,
         "ondemand_app_queued",
         "gauge",
         "Requests waiting for a place in the app (max_concurrency).",
+        live().map(|(n, a)| (n, a.queued)),
     );
-    for app in apps {
-        let _ = writeln!(
-            out,
-            "ondemand_app_queued{{app=\"{}\"}} {}",
-            escape(&app.name),
-            app.queued
-        );
-    }
-    metric(
-        &mut out,
+    per_app(
+        o,
         "ondemand_app_memory_bytes",
         "gauge",
         "Resident memory of the app's processes.",
+        live().map(|(n, a)| (n, a.memory_bytes)),
     );
-    for app in apps {
-        let _ = writeln!(
-            out,
-            "ondemand_app_memory_bytes{{app=\"{}\"}} {}",
-            escape(&app.name),
-            app.memory_bytes
-        );
-    }
     out
+}
+
+/// A metric with one value.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    metric(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// A metric with one value per app.
+fn per_app<'a, V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    values: impl Iterator<Item = (&'a str, V)>,
+) {
+    metric(out, name, kind, help);
+    for (app, value) in values {
+        let _ = writeln!(out, "{name}{{app=\"{}\"}} {value}", escape(app));
+    }
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {

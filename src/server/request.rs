@@ -33,14 +33,13 @@ pub fn handle(
     shared: &Arc<Shared>,
     conn: &Arc<ConnState>,
 ) -> impl Future<Output = Response<Body>> + Send + 'static {
+    let settings = &shared.config.load().server;
     // A load balancer's health probe is answered by the launcher and is no activity at all.
-    let probe = shared
-        .config
-        .load()
-        .server
+    let probe = settings
         .health_path
         .as_deref()
         .is_some_and(|p| req.uri().path() == p);
+    let access_log = settings.access_log;
     conn.request_started(probe);
     let in_flight = InFlight {
         _activity: (!probe).then(|| shared.activity.begin()),
@@ -49,7 +48,6 @@ pub fn handle(
     let shared = shared.clone();
     let (peer, tls) = (conn.peer, conn.tls);
     let started = Instant::now();
-    let access_log = shared.config.load().server.access_log;
     let line = (access_log != AccessLog::Off).then(|| RequestLine::of(&req));
     // The body of a response to HEAD is never sent: the response is complete with its head.
     let head = req.method() == Method::HEAD;
