@@ -47,6 +47,41 @@ pub struct ServerFile {
     pub metrics_interval: Option<HumanDuration>,
     pub access_log: Option<Spanned<String>>,
     pub health_path: Option<Spanned<String>>,
+    pub proxy_protocol: Option<Spanned<ProxyProtocolFile>>,
+}
+
+/// `proxy_protocol`: `true` (every socket), `false`, or the names of the sockets whose
+/// connections begin with a PROXY protocol header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyProtocolFile {
+    All(bool),
+    Sockets(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for ProxyProtocolFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = ProxyProtocolFile;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false, or a list of socket names (like [\"http\", \"https\"])")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ProxyProtocolFile, E> {
+                Ok(ProxyProtocolFile::All(v))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ProxyProtocolFile, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(ProxyProtocolFile::Sockets(names))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// One `[[app]]` table.

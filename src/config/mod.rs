@@ -124,6 +124,7 @@ impl Default for ServerSettings {
             metrics_interval: Duration::from_secs(10),
             access_log: AccessLog::Off,
             health_path: None,
+            proxy_protocol: ProxyProtocol::Off,
             runtime_dir: default_runtime_dir(),
         }
     }
@@ -169,6 +170,29 @@ pub struct ServerSettings {
     pub access_log: AccessLog,
     /// Answered 200 by the launcher itself, never activity (load balancer probes).
     pub health_path: Option<String>,
+    /// Sockets whose connections begin with a PROXY protocol header (from a load balancer).
+    pub proxy_protocol: ProxyProtocol,
+}
+
+/// `proxy_protocol`: which sockets expect a PROXY protocol header (v1 or v2) on every connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    Off,
+    /// Every socket (`proxy_protocol = true`).
+    All,
+    /// The sockets with these names (`FileDescriptorName=`, `--xinetd-socket-name`).
+    Sockets(Vec<String>),
+}
+
+impl ProxyProtocol {
+    /// True when connections on the socket called `name` must begin with a PROXY header.
+    pub fn applies_to(&self, name: &str) -> bool {
+        match self {
+            ProxyProtocol::Off => false,
+            ProxyProtocol::All => true,
+            ProxyProtocol::Sockets(names) => names.iter().any(|n| n == name),
+        }
+    }
 }
 
 /// `access_log`: one line per request, or none.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::file::{AppFile, FileConfig, HttpsRedirect, IdleTimeout, ServerFile};
-use super::{AccessLog, App, Config, Handler, Located, LogTarget, ServerSettings};
+use super::file::{AppFile, FileConfig, HttpsRedirect, IdleTimeout, ProxyProtocolFile, ServerFile};
+use super::{AccessLog, App, Config, Handler, Located, LogTarget, ProxyProtocol, ServerSettings};
 use crate::handlers::proxy::Proxy;
 use crate::handlers::respond::Respond;
 use crate::handlers::run::Run;
@@ -146,7 +146,39 @@ fn server_settings(s: ServerFile) -> Result<ServerSettings, Located> {
             }
             None => d.runtime_dir,
         },
+        proxy_protocol: match s.proxy_protocol {
+            Some(v) => proxy_protocol(v)?,
+            None => d.proxy_protocol,
+        },
     })
+}
+
+/// `proxy_protocol = true | false | ["socket", ...]`.
+fn proxy_protocol(v: Spanned<ProxyProtocolFile>) -> Result<ProxyProtocol, Located> {
+    let span = v.span();
+    Ok(match v.into_inner() {
+        ProxyProtocolFile::All(true) => ProxyProtocol::All,
+        ProxyProtocolFile::All(false) => ProxyProtocol::Off,
+        ProxyProtocolFile::Sockets(names) if names.is_empty() => ProxyProtocol::Off,
+        ProxyProtocolFile::Sockets(names) => {
+            if let Some(bad) = names.iter().find(|n| !valid_socket_name(n)) {
+                return Err(Located::new(
+                    span,
+                    format!(
+                        "proxy_protocol: {bad:?} is not a socket name; use the names the sockets \
+                         are given (systemd's FileDescriptorName=, xinetd's \
+                         --xinetd-socket-name), like \"http\" or \"https\""
+                    ),
+                ));
+            }
+            ProxyProtocol::Sockets(names)
+        }
+    })
+}
+
+/// systemd allows up to 255 printable ASCII characters other than ':' in FileDescriptorName=.
+fn valid_socket_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
 fn positive(value: Option<Spanned<usize>>, key: &str, default: usize) -> Result<usize, Located> {

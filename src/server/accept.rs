@@ -2,6 +2,7 @@
 //! on the same socket, or on a socket that speaks TLS, HTTP/1.1 and HTTP/2 after the handshake
 //! (by ALPN); with the connection limit, the head deadlines and a graceful close on shutdown.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +13,12 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::io::{ConnState, DeadlineIo, Deadlines};
+use super::proxy_protocol::{self, Client, Refused, Rewind};
 use super::{request, Shared};
 
 /// A listener registered with the runtime.
@@ -37,10 +40,12 @@ pub struct ConnContext {
 /// Accepts on `listener` until `stop` is cancelled. A permit from `slots` is taken before each
 /// accept, so at most `max_connections` are served and the rest wait in the kernel's queue.
 /// Connections still in that queue when accepting stops are left for the supervisor's next start.
-/// With `tls`, every connection begins with a TLS handshake.
+/// With `tls`, every connection begins with a TLS handshake. `name` describes the socket in logs;
+/// `socket_name` is what `proxy_protocol` names it by.
 pub async fn accept_loop(
     listener: AsyncListener,
     name: String,
+    socket_name: String,
     tls: bool,
     slots: Arc<Semaphore>,
     stop: CancellationToken,
@@ -56,6 +61,7 @@ pub async fn accept_loop(
         );
     }
     drop(config);
+    let socket: Arc<str> = Arc::from(socket_name);
     loop {
         let permit = match slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -83,9 +89,11 @@ pub async fn accept_loop(
         match accepted {
             Ok(Accepted::Tcp(stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                spawn_connection(stream, Some(peer), tls, permit, &ctx);
+                spawn_connection(stream, Some(peer), &socket, tls, permit, &ctx);
             }
-            Ok(Accepted::Unix(stream)) => spawn_connection(stream, None, tls, permit, &ctx),
+            Ok(Accepted::Unix(stream)) => {
+                spawn_connection(stream, None, &socket, tls, permit, &ctx)
+            }
             Err(e) => {
                 // EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: log, back off, carry on.
                 tracing::warn!(socket = %name, "accept failed: {e}; retrying in 100ms");
@@ -111,9 +119,19 @@ async fn accept(listener: &AsyncListener) -> std::io::Result<Accepted> {
     }
 }
 
+/// How a socket's connections begin.
+#[derive(Clone, Copy)]
+struct Opening {
+    /// With a PROXY protocol header (`proxy_protocol`).
+    proxy_header: bool,
+    /// With a TLS handshake (the socket named `https`).
+    tls: bool,
+}
+
 fn spawn_connection<S>(
     stream: S,
     peer: Option<std::net::SocketAddr>,
+    socket: &Arc<str>,
     tls: bool,
     permit: OwnedSemaphorePermit,
     ctx: &ConnContext,
@@ -124,11 +142,14 @@ fn spawn_connection<S>(
     launcher.connections.fetch_add(1, Ordering::Relaxed);
     launcher.open_connections.fetch_add(1, Ordering::Relaxed);
     // Counted as activity from this moment: the launcher must not exit under a client about to speak.
-    let conn = Arc::new(ConnState::new(
-        ctx.shared.activity.begin(),
-        peer.map(|p| p.ip().to_canonical()),
+    let activity = ctx.shared.activity.begin();
+    let accepted_at = Instant::now();
+    let config = ctx.shared.config.load_full();
+    let opening = Opening {
+        proxy_header: config.server.proxy_protocol.applies_to(socket),
         tls,
-    ));
+    };
+    let socket = socket.clone();
     let ctx2 = ctx.clone();
     // Two task types, not one with a branch: a task is as large as its largest state, and the
     // TLS states (the handshake, the TLS stream) would make every plain connection pay for them.
@@ -136,21 +157,64 @@ fn spawn_connection<S>(
         ctx.tasks.spawn(async move {
             // The handshake is bounded by first_request_timeout and not cut short by a drain:
             // the client gets its first request served, as on a plain socket.
-            let config = ctx2.shared.config.load_full();
-            let deadline = conn.first_request_deadline(config.server.first_request_timeout);
-            match crate::tls::accept(stream, &config.tls, deadline).await {
-                Ok(stream) => serve_connection(stream, conn, &ctx2).await,
-                Err(e) => tracing::debug!(peer = ?peer, "TLS handshake failed: {e}"),
+            let deadline = accepted_at + config.server.first_request_timeout;
+            if let Some((stream, client)) = opened(stream, peer, opening, deadline, &socket).await {
+                let conn = Arc::new(ConnState::new(activity, client, true, accepted_at));
+                match crate::tls::accept(stream, &config.tls, deadline).await {
+                    Ok(stream) => serve_connection(stream, conn, &ctx2).await,
+                    Err(e) => tracing::debug!(peer = ?peer, "TLS handshake failed: {e}"),
+                }
             }
             closed(&ctx2, peer);
             drop(permit);
         });
     } else {
         ctx.tasks.spawn(async move {
-            serve_connection(stream, conn, &ctx2).await;
+            let deadline = accepted_at + config.server.first_request_timeout;
+            drop(config);
+            if let Some((stream, client)) = opened(stream, peer, opening, deadline, &socket).await {
+                let conn = Arc::new(ConnState::new(activity, client, false, accepted_at));
+                serve_connection(stream, conn, &ctx2).await;
+            }
             closed(&ctx2, peer);
             drop(permit);
         });
+    }
+}
+
+/// Reads the PROXY protocol header where the socket expects one; returns the stream to serve and
+/// the client's address (the header's, else the peer's), or `None` for a refused connection.
+async fn opened<S>(
+    stream: S,
+    peer: Option<std::net::SocketAddr>,
+    opening: Opening,
+    deadline: Instant,
+    socket: &str,
+) -> Option<(Rewind<S>, Option<IpAddr>)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let peer_ip = peer.map(|p| p.ip().to_canonical());
+    if !opening.proxy_header {
+        return Some((Rewind::new(stream), peer_ip));
+    }
+    match proxy_protocol::read_header(stream, deadline, !opening.tls).await {
+        Ok((Client::Address(client), stream)) => Some((stream, Some(client))),
+        Ok((Client::Local, stream)) => Some((stream, peer_ip)),
+        Err(Refused::Closed(0)) => {
+            tracing::debug!(socket, peer = ?peer, "connection closed before sending anything");
+            None
+        }
+        Err(refused) => {
+            let peer = peer.map_or_else(|| "a unix-socket peer".to_string(), |p| p.to_string());
+            tracing::warn!(
+                socket,
+                "connection from {peer} refused: {refused}. This socket expects a PROXY protocol \
+                 header on every connection (proxy_protocol in [server]): only the load \
+                 balancer, sending one (HAProxy: send-proxy-v2), should reach it"
+            );
+            None
+        }
     }
 }
 

@@ -53,11 +53,12 @@ impl ConnState {
         until_first_request: ActivityGuard,
         peer: Option<std::net::IpAddr>,
         tls: bool,
+        accepted_at: Instant,
     ) -> Self {
         ConnState {
             peer,
             tls,
-            accepted_at: Instant::now(),
+            accepted_at,
             in_service: AtomicUsize::new(0),
             completed: AtomicU64::new(0),
             first_request_seen: AtomicBool::new(false),

@@ -13,6 +13,7 @@
 
 mod accept;
 mod io;
+mod proxy_protocol;
 mod request;
 
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::apps;
-use crate::config::{self, Config};
+use crate::config::{self, Config, ProxyProtocol};
 use crate::control;
 use crate::idle::Activity;
 use crate::listen::{Listener, Listeners, NamedListener};
@@ -75,14 +76,17 @@ pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result
     let stop_accepting = CancellationToken::new();
     let accept_loops = TaskTracker::new();
     let socket_count = listeners.http.len();
+    warn_of_unknown_proxy_protocol_sockets(&shared.config.load(), &listeners.http);
     for named in listeners.http {
         let description = named.to_string();
+        let socket_name = named.name.clone();
         let tls = named.speaks_tls();
         let listener = register(named).with_context(|| format!("cannot serve on {description}"))?;
         tracing::debug!("serving on {description}");
         accept_loops.spawn(accept::accept_loop(
             listener,
             description,
+            socket_name,
             tls,
             slots.clone(),
             stop_accepting.clone(),
@@ -143,6 +147,23 @@ pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result
     shared.metrics.persist(exit, &[]);
     tracing::info!("exiting");
     Ok(())
+}
+
+/// Warns of `proxy_protocol` names that match none of this launcher's sockets (a typo would leave
+/// the load balancer's headers unread, and every request refused as malformed).
+fn warn_of_unknown_proxy_protocol_sockets(config: &Config, sockets: &[NamedListener]) {
+    if let ProxyProtocol::Sockets(names) = &config.server.proxy_protocol {
+        for name in names
+            .iter()
+            .filter(|n| !sockets.iter().any(|s| &s.name == *n))
+        {
+            let have: Vec<&str> = sockets.iter().map(|s| s.name.as_str()).collect();
+            tracing::warn!(
+                "proxy_protocol names the socket {name:?}, but this launcher's sockets are \
+                 called {have:?} (systemd's FileDescriptorName=, xinetd's --xinetd-socket-name)"
+            );
+        }
+    }
 }
 
 /// Gives each app its counters (the same object for the same app name across reloads).

@@ -9,6 +9,7 @@ mod cli;
 mod control;
 mod http;
 mod idle;
+mod load_balancer;
 mod proxy;
 mod run;
 mod static_files;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod nspawn;
 pub mod server;
 pub mod tls;

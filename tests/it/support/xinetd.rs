@@ -108,6 +108,17 @@ impl Xinetd {
     /// The server's command line must contain `dir` (e.g. a config path inside it): teardown only
     /// kills leftover servers whose command line names `dir`. Listen on 127.0.0.1 or ::1 only.
     pub fn start_service(service: impl FnOnce(&Path, u16) -> String) -> Xinetd {
+        Xinetd::start_service_in(None, service)
+    }
+
+    /// Like [`start_service`](Self::start_service), in the network namespace `netns` (made by
+    /// the test, see `support::netns`) when given: xinetd runs under `ip netns exec`, which
+    /// execs it, so the child is xinetd itself. The service may then bind any address of the
+    /// namespace.
+    pub fn start_service_in(
+        netns: Option<&str>,
+        service: impl FnOnce(&Path, u16) -> String,
+    ) -> Xinetd {
         let xinetd = find_xinetd();
         let dir = tempdir();
         let port = free_port();
@@ -124,7 +135,15 @@ impl Xinetd {
         let stdout =
             std::fs::File::create(dir.path().join("xinetd.out")).expect("create xinetd.out");
         let stderr = stdout.try_clone().expect("dup xinetd.out");
-        let child = Command::new(&xinetd)
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&xinetd);
+                c
+            }
+            None => Command::new(&xinetd),
+        };
+        let child = command
             .arg("-dontfork")
             .arg("-f")
             .arg(&conf_path)
@@ -144,6 +163,16 @@ impl Xinetd {
         };
         xinetd.wait_listening();
         xinetd
+    }
+
+    /// Stops xinetd (SIGTERM) and reaps it, as a host going down would; the servers it started
+    /// keep running until they exit or the harness is dropped. (Waits that watch xinetd, such as
+    /// [`wait_log`](Self::wait_log), cannot be used after this.)
+    pub fn stop_xinetd(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let _ = child.wait();
+        }
     }
 
     /// The loopback port the service listens on.
@@ -302,7 +331,7 @@ impl Xinetd {
         let port = self.port;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if is_listening(port) {
+            if is_listening(port, self.pid()) {
                 return;
             }
             if let Some(status) = self
@@ -376,6 +405,11 @@ impl Drop for Xinetd {
 /// The standard test service: `server` with `server_args` as a `wait = yes` stream service on
 /// 127.0.0.1:`port`, run as the current user, with xinetd's default cps spelled out.
 pub fn service_block(server: &Path, server_args: &str, port: u16) -> String {
+    service_block_on(server, server_args, "127.0.0.1", port)
+}
+
+/// [`service_block`] bound to `address` (an IPv4 address; a test host's, in its namespace).
+pub fn service_block_on(server: &Path, server_args: &str, address: &str, port: u16) -> String {
     format!(
         "service {SERVICE}\n{{\n\
          \ttype        = UNLISTED\n\
@@ -385,7 +419,7 @@ pub fn service_block(server: &Path, server_args: &str, port: u16) -> String {
          \tuser        = {uid}\n\
          \tserver      = {server}\n\
          \tserver_args = {server_args}\n\
-         \tbind        = 127.0.0.1\n\
+         \tbind        = {address}\n\
          \tport        = {port}\n\
          \tflags       = IPv4\n\
          \tcps         = 50 10\n\
@@ -450,16 +484,21 @@ fn find_xinetd() -> PathBuf {
         })
 }
 
-/// Whether a TCP socket in LISTEN state is bound to `port` (IPv4 or IPv6 table).
-fn is_listening(port: u16) -> bool {
+/// Whether a TCP socket in LISTEN state is bound to `port` (IPv4 or IPv6 table), in the network
+/// namespace of process `pid`.
+fn is_listening(port: u16, pid: i32) -> bool {
     let want = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
-        read_or_empty(Path::new(table)).lines().skip(1).any(|line| {
-            let mut cols = line.split_whitespace();
-            let local = cols.nth(1).unwrap_or("");
-            let state = cols.nth(1).unwrap_or("");
-            local.ends_with(&want) && state == "0A"
-        })
+    ["tcp", "tcp6"].iter().any(|table| {
+        let table = format!("/proc/{pid}/net/{table}");
+        read_or_empty(Path::new(&table))
+            .lines()
+            .skip(1)
+            .any(|line| {
+                let mut cols = line.split_whitespace();
+                let local = cols.nth(1).unwrap_or("");
+                let state = cols.nth(1).unwrap_or("");
+                local.ends_with(&want) && state == "0A"
+            })
     })
 }
 
