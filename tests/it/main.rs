@@ -7,10 +7,12 @@
 mod activation;
 mod cli;
 mod control;
+mod faults;
 mod http;
 mod idle;
 mod proxy;
 mod run;
+mod soak;
 mod static_files;
 mod support;
 mod systemd;
