@@ -114,10 +114,14 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
         move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"))
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(with(format!(
-            "cannot create its directory {}",
-            dir.display()
-        )))?;
+        std::fs::create_dir_all(dir).map_err(|e| match e.kind() {
+            // mkdir on a file that is in the way: "File exists" would mislead.
+            std::io::ErrorKind::AlreadyExists => std::io::Error::new(
+                e.kind(),
+                format!("{} exists and is not a directory", dir.display()),
+            ),
+            _ => with(format!("cannot create its directory {}", dir.display()))(e),
+        })?;
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(std::io::Error::new(

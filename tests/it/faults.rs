@@ -292,7 +292,7 @@ fn an_unwritable_control_socket_path_is_logged_and_http_is_served() {
     assert!(
         line.contains(&blocker.display().to_string())
             && line.contains("control_socket")
-            && line.contains("Not a directory"),
+            && line.contains("exists and is not a directory"),
         "the line names the path, the reason and the setting: {line}"
     );
     // The control commands say they cannot reach it, naming the socket.
