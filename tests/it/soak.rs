@@ -21,8 +21,12 @@
 //! - if a reused connection is closed after the request went out but before ANY byte of the
 //!   response, the request is retried once on a new connection ("retried"); the retry must
 //!   succeed.
+//!
 //! Everything else is a failure: an error on a new connection, a cut or wrong response, an error
-//! after some of the response arrived, a failed retry.
+//! after some of the response arrived, a failed retry. Under xinetd the access log is counted
+//! too: as many requests served as answers received, so no request was read by ondemand and
+//! then dropped (a retried one included: a retry is only harmless if the first try never
+//! reached ondemand).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -404,7 +408,7 @@ fn soak_under_xinetd_loses_no_request_and_leaves_no_process() {
     // upstream.py is copied into the harness's directory, so the app's command line names it
     // and the harness's process scan finds the app processes too.
     let x = Xinetd::start(&config(
-        "runtime_dir = \"{dir}/run\"\nlog = \"{dir}/ondemand.log\"",
+        "runtime_dir = \"{dir}/run\"\nlog = \"{dir}/ondemand.log\"\naccess_log = \"common\"",
         "{dir}/upstream.py",
         &marker,
     ));
@@ -414,6 +418,21 @@ fn soak_under_xinetd_loses_no_request_and_leaves_no_process() {
     x.wait_all_servers_exited(SLOW);
     let activations = x.started_pids().len();
     report_and_check("xinetd", &soak, activations, || x.report());
+
+    // The server's side of the count: the access log has one line per request ondemand read
+    // and answered. As many as the clients received means that no request was read and then
+    // dropped — in particular, none of the retried ones had reached ondemand.
+    let log = x.file("ondemand.log");
+    let served = log
+        .lines()
+        .filter(|l| l.contains(" host=hello.test ") || l.contains(" host=wiki.test "))
+        .count();
+    assert_eq!(
+        served, soak.tally.answered,
+        "requests ondemand served (access log) vs answers the clients got"
+    );
+    let incomplete = log.lines().filter(|l| l.ends_with(" incomplete")).count();
+    assert_eq!(incomplete, 0, "responses not sent completely");
 
     let unclean: Vec<_> = x
         .exits()
