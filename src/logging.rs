@@ -85,7 +85,17 @@ pub fn init(target: &LogTarget, level: &str, origin: Origin) -> LogHandle {
     match target {
         LogTarget::File(ref path) => match open_log_file(path) {
             Ok(file) => registry
-                .with(fmt.with_ansi(false).with_writer(Mutex::new(file)))
+                .with(
+                    fmt.with_ansi(false)
+                        // LogFile reports its own write errors, once, not once per line.
+                        .log_internal_errors(false)
+                        .with_writer(Mutex::new(LogFile {
+                            file,
+                            path: path.clone(),
+                            report_to: fallback.clone(),
+                            lost: None,
+                        })),
+                )
                 .init(),
             Err(e) => {
                 file_error = Some(format!("{e:#}"));
@@ -144,6 +154,65 @@ fn open_log_file(path: &std::path::Path) -> Result<std::fs::File> {
         .append(true)
         .open(path)
         .with_context(|| format!("cannot open the log file {}", path.display()))
+}
+
+/// The log file. When a write fails (a full disk, a quota, an I/O error) the line is lost, and the
+/// failure is reported once on `report_to` (stderr: the journal under systemd; syslog under
+/// xinetd) instead of once per line; when writing works again, that is reported there and in the
+/// file, with the number of lines lost. Serving goes on either way: a log is never a reason to
+/// stop answering.
+struct LogFile {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    report_to: LogTarget,
+    /// While writes fail: how many lines were lost so far.
+    lost: Option<u64>,
+}
+
+impl LogFile {
+    fn report(&self, message: &str) {
+        if self.report_to == LogTarget::Syslog {
+            let _ =
+                nix::syslog::openlog(Some(c"ondemand"), LogFlags::LOG_PID, Facility::LOG_DAEMON);
+            let _ = nix::syslog::syslog(Severity::LOG_ERR, message);
+        } else {
+            let _ = writeln!(io::stderr(), "ondemand: {message}");
+        }
+    }
+}
+
+impl Write for LogFile {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self.file.write_all(data) {
+            Ok(()) => {
+                if let Some(lost) = self.lost.take() {
+                    let message = format!(
+                        "the log file {} can be written again; {lost} log line(s) were lost",
+                        self.path.display()
+                    );
+                    self.report(&message);
+                    let _ = writeln!(self.file, "ondemand: {message}");
+                }
+            }
+            Err(e) => match &mut self.lost {
+                Some(lost) => *lost += 1,
+                None => {
+                    self.lost = Some(1);
+                    self.report(&format!(
+                        "cannot write to the log file {}: {e}; serving goes on, and log lines \
+                         are lost until it can be written again (free space, or set [server] \
+                         log to another file)",
+                        self.path.display()
+                    ));
+                }
+            },
+        }
+        // Never an error: the formatter would report it again for every line.
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Sends each formatted event to syslog(3) at the severity of its level.

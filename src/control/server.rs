@@ -98,8 +98,10 @@ pub fn open(
         }),
         Err(e) => {
             tracing::warn!(
-                "no control socket ({e}): `ondemand status` and friends cannot reach this \
-                 launcher; set [server] control_socket to a path its user may create"
+                "no control socket at {}: {e}; `ondemand status` and friends cannot reach \
+                 this launcher (it serves on without them); set [server] control_socket to a \
+                 path its user may create",
+                path.display()
             );
             None
         }
@@ -107,21 +109,31 @@ pub fn open(
 }
 
 fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    // Each error says which step failed; the caller names the path.
+    let with = |what: String| {
+        move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| match e.kind() {
+            // mkdir on a file that is in the way: "File exists" would mislead.
+            std::io::ErrorKind::AlreadyExists => std::io::Error::new(
+                e.kind(),
+                format!("{} exists and is not a directory", dir.display()),
+            ),
+            _ => with(format!("cannot create its directory {}", dir.display()))(e),
+        })?;
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
-            format!("{} is in use by another launcher", path.display()),
+            "it is in use by another launcher",
         ));
     }
     // Left by a launcher that did not exit cleanly: nobody answers on it.
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
-    })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    let listener = UnixListener::bind(path).map_err(with("cannot bind it".into()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(with("cannot set its mode to 0660".into()))?;
     Ok(listener)
 }
 

@@ -129,6 +129,8 @@ pub async fn forward(
     let body = UpstreamBody {
         inner: body,
         give_back: Some((upstream, sender)),
+        app: fwd.app.to_string(),
+        bytes: 0,
         _in_flight: in_flight,
     };
     Response::from_parts(parts, body.boxed_unsync())
@@ -361,6 +363,10 @@ pub fn error_response(status: StatusCode, app: &str, why: &str) -> Response<Body
 struct UpstreamBody {
     inner: Incoming,
     give_back: Option<(Arc<Upstream>, http1::SendRequest<Body>)>,
+    /// The app's name and the body bytes passed on so far, for the log line when the upstream
+    /// breaks off mid-body (the client only sees its connection close).
+    app: String,
+    bytes: u64,
     _in_flight: InFlight,
 }
 
@@ -387,6 +393,9 @@ impl hyper::body::Body for UpstreamBody {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
                 // hyper stops polling once the body says it has ended.
                 if self.inner.is_end_stream() {
                     self.release(cx);
@@ -394,8 +403,17 @@ impl hyper::body::Body for UpstreamBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                // The upstream broke off mid-body: the connection is not reusable.
-                self.give_back = None;
+                // The upstream broke off mid-body: the connection is not reusable, and the
+                // client's is closed (a complete-looking response would be a lie).
+                let upstream = self.give_back.take().map(|(u, _)| u.address.to_string());
+                tracing::warn!(
+                    app = %self.app,
+                    upstream = upstream.as_deref().unwrap_or(""),
+                    "the upstream broke off the response after {} body bytes ({}); the client's \
+                     connection is closed mid-body",
+                    self.bytes,
+                    error_chain(&e)
+                );
                 Poll::Ready(Some(Err(e.into())))
             }
             other => other.map(|f| f.map(|r| r.map_err(Into::into))),

@@ -16,6 +16,7 @@ mod io;
 mod proxy_protocol;
 mod request;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,10 @@ pub struct Shared {
     pub retiring: TaskTracker,
     /// Counters that continue across activations.
     pub metrics: Arc<Metrics>,
+    /// Set the moment the launcher decides to stop (idle, SIGTERM), before the drain begins:
+    /// every HTTP/1 response from then on says `Connection: close`, so a client never reuses a
+    /// connection that is about to be closed (see request.rs).
+    pub stopping: AtomicBool,
 }
 
 /// Serves `listeners` with `config` until idle or told to stop. Must run inside a tokio runtime.
@@ -63,6 +68,7 @@ pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result
         activity: Activity::default(),
         retiring: TaskTracker::new(),
         metrics,
+        stopping: AtomicBool::new(false),
     });
     // Whatever an app leaves behind when it double-forks out of its process group is reparented
     // to us instead of init, so it can be found and stopped at exit.
@@ -119,6 +125,7 @@ pub async fn run(config: Config, listeners: Listeners, log: LogHandle) -> Result
     let _watchdog = notify::spawn_watchdog();
 
     let (reason, idle) = wait_for_stop(&shared, &mut signals, &mut reloads, &log).await;
+    shared.stopping.store(true, Ordering::SeqCst);
     tracing::info!(connections = ctx.tasks.len(), "stopping: {reason}");
     notify::stopping(&format!("Stopping: {reason}"));
 

@@ -51,12 +51,16 @@ pub fn handle(
     let line = (access_log != AccessLog::Off).then(|| RequestLine::of(&req));
     // The body of a response to HEAD is never sent: the response is complete with its head.
     let head = req.method() == Method::HEAD;
+    let http1 = req.version() < Version::HTTP_2;
     async move {
-        let (response, app) = if probe {
+        let (mut response, app) = if probe {
             (plain(StatusCode::OK, "ok\n".into()), None)
         } else {
             route_and_answer(req, &shared, peer, tls).await
         };
+        if http1 && shared.stopping.load(Ordering::SeqCst) {
+            close_after(&mut response);
+        }
         let stats = app.as_ref().and_then(|a| a.stats.get().cloned());
         if let Some(stats) = &stats {
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -81,6 +85,21 @@ pub fn handle(
             }
             .boxed_unsync()
         })
+    }
+}
+
+/// Marks an HTTP/1 response as the connection's last (`Connection: close`; hyper then closes the
+/// connection once it is sent). Used once the launcher is stopping: a request that arrived on a
+/// kept-alive connection just as the launcher went idle is still served, and its client learns
+/// from the response not to send another on that connection, instead of racing the close that
+/// follows (a request sent into a closing connection is lost and must be retried). A switch to
+/// another protocol (101) keeps its own `Connection: upgrade`.
+fn close_after(response: &mut Response<Body>) {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
     }
 }
 

@@ -7,11 +7,13 @@
 mod activation;
 mod cli;
 mod control;
+mod faults;
 mod http;
 mod idle;
 mod load_balancer;
 mod proxy;
 mod run;
+mod soak;
 mod static_files;
 mod support;
 mod systemd;
