@@ -133,14 +133,23 @@ pub fn check_switch(user: &str, switch: Switch, notify: bool) -> Result<(), Stri
     let names: Vec<&str> = missing.iter().map(|(cap, _)| cap.name()).collect();
     let why: Vec<&str> = missing.iter().map(|(_, why)| *why).collect();
     Err(format!(
-        "cannot run it as user {user:?}: ondemand runs as uid {} without {} \
+        "cannot run it as user {user:?}: ondemand runs as {} without {} \
          (needed to {}). Under systemd, install the drop-in apps-as-other-users.conf for \
          ondemand.service; under xinetd, run ondemand as root; or remove `user =` from the app \
          — {SEE}",
-        nix::unistd::geteuid(),
+        whoami(),
         names.join(", "),
         why.join(", ")
     ))
+}
+
+/// `uid 994 (ondemand)`.
+fn whoami() -> String {
+    let uid = nix::unistd::geteuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => format!("uid {uid} ({})", user.name),
+        _ => format!("uid {uid}"),
+    }
 }
 
 /// The effective capability set of this process, from `/proc/self/status` (all bits clear if

@@ -11,6 +11,7 @@ mod http;
 mod idle;
 mod proxy;
 mod run;
+mod security;
 mod static_files;
 mod support;
 mod systemd;
