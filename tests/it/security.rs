@@ -84,7 +84,12 @@ fn under_systemd_the_launcher_is_unprivileged_and_the_drop_in_grants_apps_as_oth
     let config = format!(
         "[server]\nidle_timeout = \"60s\"\n\n[[app]]\nname = \"hello\"\npath = \"/\"\n\
          respond = {{ body = \"hi\\n\" }}\n\n{}{}",
-        app("as-nobody", "/nobody", "\"--fd\"", ""),
+        app(
+            "as-nobody",
+            "/nobody",
+            "\"--fd\"",
+            "working_dir = \"/srv/nobody-only\""
+        ),
         app(
             "notify-nobody",
             "/notify",
@@ -98,6 +103,17 @@ fn under_systemd_the_launcher_is_unprivileged_and_the_drop_in_grants_apps_as_oth
     let port = free_port();
     ct.install_units(port);
     ct.check(&["systemctl", "enable", "--now", "ondemand.socket"]);
+    // A working directory only the app's user may enter: ondemand (without CAP_DAC_OVERRIDE)
+    // must enter it as the app's user.
+    ct.check(&[
+        "install",
+        "-d",
+        "-m",
+        "0700",
+        "-o",
+        "nobody",
+        "/srv/nobody-only",
+    ]);
     let ondemand_uid: u32 = ct.check(&["id", "-u", "ondemand"]).trim().parse().unwrap();
     let nobody_uid: u64 = ct.check(&["id", "-u", "nobody"]).trim().parse().unwrap();
 
@@ -162,6 +178,7 @@ fn under_systemd_the_launcher_is_unprivileged_and_the_drop_in_grants_apps_as_oth
     assert_eq!(resp.status, 200, "{}\n{}", resp.text(), journal(&ct));
     let fds = json(&resp);
     assert_eq!(fds["uid"], nobody_uid);
+    assert_eq!(fds["cwd"], "/srv/nobody-only");
     let app_pid = fds["pid"].to_string();
     let app = proc_status(&ct, &app_pid);
     assert_eq!(
