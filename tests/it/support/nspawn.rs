@@ -225,8 +225,9 @@ impl Container {
 
     /// Installs the repository's systemd/ondemand.socket and ondemand.service unchanged in
     /// /etc/systemd/system, plus drop-ins that point ExecStart at the payload's binary and
-    /// config and move ListenStream to 127.0.0.1:`port` on the host's loopback; then
-    /// daemon-reload. Nothing is enabled or started.
+    /// config and move ListenStream to 127.0.0.1:`port` on the host's loopback, and the system
+    /// user `ondemand` the unit runs as (packaging/deb/sysusers.conf); then daemon-reload.
+    /// Nothing is enabled or started.
     pub fn install_units(&self, port: u16) {
         self.install_units_with(port, "");
     }
