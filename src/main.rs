@@ -11,6 +11,9 @@ use ondemand::listen::{self, activation, Listeners, NamedListener};
 use ondemand::{config, logging};
 
 fn main() -> ExitCode {
+    // Before any thread exists: capabilities granted as ambient (the systemd drop-in for apps
+    // as other users) stay ondemand's and pass to no program it runs.
+    ondemand::apps::privilege::keep_capabilities_to_itself();
     // First, while single-threaded and before anything can print: under xinetd, fds 0-2 are the
     // listening socket and must be moved away; under systemd, LISTEN_* must be read and removed.
     let xinetd = activation::take_xinetd_socket();

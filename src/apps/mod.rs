@@ -9,6 +9,7 @@
 //! - [`usage`]: memory and CPU of an app's processes, for status and metrics.
 
 pub mod bulkhead;
+pub mod privilege;
 pub mod process;
 pub mod ready;
 pub mod runner;

@@ -369,7 +369,7 @@ fn start(spec: &LaunchSpec) -> io::Result<Child> {
         ));
     };
     if let Some(dir) = &spec.working_dir {
-        check_working_dir(dir)?;
+        check_working_dir(dir, spec.user.is_some())?;
     }
     let env = child::environment(spec, std::env::vars_os());
     let program = find_program(name, path_in(&env))?;
@@ -382,9 +382,6 @@ fn start(spec: &LaunchSpec) -> io::Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
-    if let Some(dir) = &spec.working_dir {
-        command.current_dir(dir);
-    }
     // SAFETY: `run` makes only async-signal-safe calls on memory prepared in `ChildSetup::new`;
     // see the `child` module.
     unsafe { command.pre_exec(move || setup.run()) };
@@ -392,10 +389,12 @@ fn start(spec: &LaunchSpec) -> io::Result<Child> {
 }
 
 /// A missing working directory would otherwise fail in the child as a bare ENOENT, which reads as
-/// if the program were missing.
-fn check_working_dir(dir: &Path) -> io::Result<()> {
+/// if the program were missing. The child enters it as the app's user (after the switch): when
+/// ondemand itself may not look (`as_other_user`), the child's chdir has the last word.
+fn check_working_dir(dir: &Path, as_other_user: bool) -> io::Result<()> {
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => Ok(()),
+        Err(e) if as_other_user && e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
         Ok(_) => Err(io::Error::new(
             io::ErrorKind::NotADirectory,
             format!("its working directory {} is not a directory", dir.display()),

@@ -59,10 +59,12 @@ pub fn bind_notify_socket(
     remove_stale(&path)?;
     let socket = UnixDatagram::bind(&path)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display())))?;
-    if let Some(uid) = owner {
+    // The mode first: once the file is the app user's, changing it would need CAP_FOWNER,
+    // which ondemand does not hold when it runs unprivileged (CAP_CHOWN is enough for chown).
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    if let Some(uid) = owner.filter(|&uid| uid != nix::unistd::geteuid().as_raw()) {
         std::os::unix::fs::chown(&path, Some(uid), None)?;
     }
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok((socket, path))
 }
 

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::bulkhead::Bulkhead;
+use super::privilege::{self, Switch};
 use super::process::{self, AppProcess, Credentials, HandedSocket, LaunchSpec};
 use super::ready;
 use super::spec::{ListenMode, ReadyCheck, RunSpec};
@@ -533,7 +534,7 @@ impl Runner {
     /// Starts instance `index` and waits for it to be ready.
     async fn start_instance(&self, index: usize) -> Result<(Instance, AppProcess), StartFailure> {
         let started = Instant::now();
-        let prepared = self.prepare(index).map_err(StartFailure::setup)?;
+        let prepared = self.prepare(index)?;
         let mut process = AppProcess::spawn_off_thread(prepared.launch.clone())
             .await
             .map_err(|e| StartFailure {
@@ -601,14 +602,25 @@ impl Runner {
     }
 
     /// The launch of instance `index`: its user, socket or port, notify socket and environment.
-    fn prepare(&self, index: usize) -> std::io::Result<Prepared> {
+    fn prepare(&self, index: usize) -> Result<Prepared, StartFailure> {
         let spec = &self.spec;
         let user = match &spec.user {
-            Some(name) => Some(
-                Credentials::lookup(name, spec.group.as_deref()).map_err(std::io::Error::other)?,
-            ),
+            Some(name) => {
+                let user = Credentials::lookup(name, spec.group.as_deref())
+                    .map_err(|e| StartFailure::setup(std::io::Error::other(e)))?;
+                let switch = Switch::to(user.uid, user.gid, &user.groups);
+                let notify = spec.ready == ReadyCheck::Notify;
+                privilege::check_switch(name, switch, notify)
+                    .map_err(StartFailure::not_permitted)?;
+                Some(user)
+            }
             None => None,
         };
+        self.prepare_as(index, user).map_err(StartFailure::setup)
+    }
+
+    fn prepare_as(&self, index: usize, user: Option<Credentials>) -> std::io::Result<Prepared> {
+        let spec = &self.spec;
         let dir = ready::apps_dir(&self.runtime_dir)?;
         let mut env = spec.env.clone();
         let mut command = spec.command.clone();
@@ -771,6 +783,16 @@ struct StartFailure {
 }
 
 impl StartFailure {
+    /// ondemand lacks the privilege to run the app as its user: a deployment error, not the
+    /// app's, and it will not go away by retrying (500, with the whole explanation).
+    fn not_permitted(message: String) -> StartFailure {
+        StartFailure {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            log: format!("cannot start: {message}"),
+            reason: message,
+        }
+    }
+
     fn setup(e: std::io::Error) -> StartFailure {
         StartFailure {
             status: StatusCode::BAD_GATEWAY,

@@ -7,6 +7,7 @@
 
 mod file;
 pub use file::{CertificateFile, ProxyFile, RespondFile, RunFile, StaticFile, UpstreamFile};
+mod control_chars;
 mod validate;
 
 /// The reference of every key: what `ondemand.toml(5)` is generated from.
@@ -402,7 +403,9 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
         Located::new(e.span().unwrap_or(0..0), e.message().trim_end().to_string())
             .into_error(path, source)
     })?;
-    validate(path, file).map_err(|e| e.into_error(path, source))
+    let config = validate(path, file).map_err(|e| e.into_error(path, source))?;
+    control_chars::check(source).map_err(|e| e.into_error(path, source))?;
+    Ok(config)
 }
 
 #[cfg(test)]

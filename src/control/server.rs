@@ -100,7 +100,7 @@ pub fn open(
             tracing::warn!(
                 "no control socket at {}: {e}; `ondemand status` and friends cannot reach \
                  this launcher (it serves on without them); set [server] control_socket to a \
-                 path its user may create",
+                 path its user may create, in a directory others may not write",
                 path.display()
             );
             None
@@ -122,6 +122,7 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
             ),
             _ => with(format!("cannot create its directory {}", dir.display()))(e),
         })?;
+        refuse_world_writable(dir)?;
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(std::io::Error::new(
@@ -135,6 +136,24 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(with("cannot set its mode to 0660".into()))?;
     Ok(listener)
+}
+
+/// Whoever may write the socket's directory may replace the socket with their own, and then
+/// answer `ondemand status` and receive `ondemand reload` in the launcher's place. (/tmp's sticky
+/// bit stops the replacing, not the squatting of the name before the launcher comes.)
+fn refuse_world_writable(dir: &Path) -> std::io::Result<()> {
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o002 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is writable by every user (mode {:o}), who could replace the control socket",
+                dir.display(),
+                mode & 0o7777
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Control {

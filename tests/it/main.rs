@@ -13,6 +13,7 @@ mod idle;
 mod load_balancer;
 mod proxy;
 mod run;
+mod security;
 mod soak;
 mod static_files;
 mod support;

@@ -179,6 +179,37 @@ fn a_trusted_proxy_keeps_its_forwarding_headers() {
     assert_eq!(seen(&h, "x-forwarded-for"), ["203.0.113.9, 127.0.0.1"]);
     assert_eq!(seen(&h, "x-forwarded-proto"), ["https"]);
     assert_eq!(seen(&h, "x-forwarded-host"), ["public.example"]);
+    assert_eq!(
+        seen(&h, "forwarded"),
+        ["for=127.0.0.1;proto=http;host=app.example"],
+        "this hop is appended to Forwarded (none came)"
+    );
+}
+
+/// The README's X-Forwarded-For policy (Security): with `trusted_proxies` set, a peer outside
+/// them is treated as any client — what it claims in the four forwarding fields is replaced.
+#[test]
+fn a_peer_outside_trusted_proxies_cannot_forge_forwarding_headers() {
+    let up = TestUpstream::tcp("one");
+    let od = Ondemand::start(&format!(
+        "[server]\nidle_timeout = \"never\"\ntrusted_proxies = [\"192.0.2.0/24\", \"::1\"]\n\n{}",
+        proxy_app("api", "/", &quoted(&up.address), "")
+    ));
+    let r = send(
+        od.port,
+        "GET /echo HTTP/1.1\nHost: app.example\nX-Forwarded-For: 192.0.2.7\n\
+         X-Forwarded-Proto: https\nX-Forwarded-Host: public.example\n\
+         Forwarded: for=192.0.2.7;proto=https\nConnection: close\n\n",
+        b"",
+    );
+    let h = seen_headers(&json(&r));
+    assert_eq!(seen(&h, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen(&h, "x-forwarded-proto"), ["http"]);
+    assert_eq!(seen(&h, "x-forwarded-host"), ["app.example"]);
+    assert_eq!(
+        seen(&h, "forwarded"),
+        ["for=127.0.0.1;proto=http;host=app.example"]
+    );
 }
 
 #[test]

@@ -20,13 +20,15 @@
 //!   `Command::uid`: std would switch before our closure runs, and then a negative nice, the
 //!   realtime I/O class or a raised hard limit would fail for lack of privilege (systemd, too,
 //!   applies them before dropping privileges). Stable std also cannot set supplementary groups:
-//!   it calls `setgroups(0)`.
+//!   it calls `setgroups(0)`. For the same reason the working directory is entered here, after
+//!   the switch, rather than with `Command::current_dir`: ondemand's own user (unprivileged
+//!   under systemd) may not be allowed into an app's directory that the app's user may enter.
 //! - std's `envp` cannot be patched in place: it is not yet `environ` when the closure runs, and
 //!   nothing else reaches it. So the `Command`'s environment is never touched (std then never
 //!   replaces `environ`), and the closure points `environ` at a block built here in the parent,
 //!   after writing the child's own pid into its `LISTEN_PID=` entry.
 
-use std::ffi::{c_char, c_int, c_uint, OsStr, OsString};
+use std::ffi::{c_char, c_int, c_uint, CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -35,6 +37,7 @@ use nix::fcntl::{fcntl, FcntlArg};
 use nix::libc;
 
 use super::{IoPriority, LaunchSpec};
+use crate::apps::privilege::Switch;
 
 /// The fd the handed-over socket gets in the app, as under systemd (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
@@ -109,15 +112,18 @@ pub(super) struct ChildSetup {
     /// before our closure runs). Held only so it stays open until the spawn is over.
     _socket_copy: Option<OwnedFd>,
     user: Option<UserSwitch>,
+    /// Entered after the user switch, as the app's user: ondemand itself may not be allowed in.
+    working_dir: Option<CString>,
     env: ChildEnv,
     /// ondemand's pid, to notice that it died before the parent-death signal was armed.
     parent: libc::pid_t,
 }
 
+/// The ids to switch to; each part only when it differs from ondemand's own (setgroups needs
+/// CAP_SETGID even to set the groups a process already has).
 struct UserSwitch {
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-    groups: Vec<libc::gid_t>,
+    uid: Option<libc::uid_t>,
+    groups: Option<(libc::gid_t, Vec<libc::gid_t>)>,
 }
 
 impl ChildSetup {
@@ -135,11 +141,24 @@ impl ChildSetup {
             open_files_limit: spec.limits.open_files,
             socket,
             _socket_copy: socket_copy,
-            user: spec.user.as_ref().map(|user| UserSwitch {
-                uid: user.uid,
-                gid: user.gid,
-                groups: user.groups.clone(),
+            user: spec.user.as_ref().map(|user| {
+                let switch = Switch::to(user.uid, user.gid, &user.groups);
+                UserSwitch {
+                    uid: switch.uid.then_some(user.uid),
+                    groups: switch.groups.then(|| (user.gid, user.groups.clone())),
+                }
             }),
+            working_dir: spec
+                .working_dir
+                .as_ref()
+                .map(|dir| CString::new(dir.as_os_str().as_bytes()))
+                .transpose()
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "its working directory contains a NUL byte",
+                    )
+                })?,
             env: ChildEnv::new(env, spec.socket.is_some())?,
             // SAFETY: getpid cannot fail.
             parent: unsafe { libc::getpid() },
@@ -172,6 +191,9 @@ impl ChildSetup {
         close_on_exec_from(first_other_fd)?;
         if let Some(user) = &self.user {
             switch_user(user)?;
+        }
+        if let Some(dir) = &self.working_dir {
+            check(unsafe { libc::chdir(dir.as_ptr()) })?;
         }
         // If ondemand itself is killed (SIGKILL, the OOM killer), its apps get SIGTERM rather
         // than running on unsupervised. Armed after the user switch, which clears it. (The signal
@@ -276,9 +298,14 @@ fn close_on_exec_from(first: RawFd) -> io::Result<()> {
 /// (unix.rs lines 297-325), which std makes at this same point in the child.
 fn switch_user(user: &UserSwitch) -> io::Result<()> {
     // SAFETY: the groups slice outlives the call; the rest are plain system calls.
-    check(unsafe { libc::setgroups(user.groups.len(), user.groups.as_ptr()) })?;
-    check(unsafe { libc::setgid(user.gid) })?;
-    check(unsafe { libc::setuid(user.uid) })
+    if let Some((gid, groups)) = &user.groups {
+        check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
+        check(unsafe { libc::setgid(*gid) })?;
+    }
+    if let Some(uid) = user.uid {
+        check(unsafe { libc::setuid(uid) })?;
+    }
+    Ok(())
 }
 
 /// A soft and hard limit both set to `value`, as systemd's `LimitNOFILE=n` does.

@@ -225,8 +225,9 @@ impl Container {
 
     /// Installs the repository's systemd/ondemand.socket and ondemand.service unchanged in
     /// /etc/systemd/system, plus drop-ins that point ExecStart at the payload's binary and
-    /// config and move ListenStream to 127.0.0.1:`port` on the host's loopback; then
-    /// daemon-reload. Nothing is enabled or started.
+    /// config and move ListenStream to 127.0.0.1:`port` on the host's loopback, and the system
+    /// user `ondemand` the unit runs as (packaging/deb/sysusers.conf); then daemon-reload.
+    /// Nothing is enabled or started.
     pub fn install_units(&self, port: u16) {
         self.install_units_with(port, "");
     }
@@ -286,6 +287,21 @@ impl Container {
         )
         .expect("write socket drop-in");
 
+        // The unit runs ondemand as the system user `ondemand`, which the Debian package creates
+        // with this same sysusers.d file; the container's /etc starts empty.
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/deb/sysusers.conf"),
+            staged.join("sysusers.conf"),
+        )
+        .expect("copy packaging/deb/sysusers.conf");
+        self.check(&["mkdir", "-p", "/etc/sysusers.d"]);
+        self.check(&[
+            "cp",
+            &format!("{PAYLOAD}/units/sysusers.conf"),
+            "/etc/sysusers.d/ondemand.conf",
+        ]);
+        self.check(&["systemd-sysusers", "ondemand.conf"]);
+
         let etc = "/etc/systemd/system";
         let from = format!("{PAYLOAD}/units");
         self.check(&["mkdir", "-p", &format!("{etc}/ondemand.service.d")]);
@@ -298,6 +314,22 @@ impl Container {
         ] {
             self.check(&["cp", &format!("{from}/{src}"), &format!("{etc}/{dst}")]);
         }
+        self.check(&["systemctl", "daemon-reload"]);
+    }
+
+    /// Installs the repository's systemd/apps-as-other-users.conf as a drop-in of
+    /// ondemand.service (after [`install_units`](Self::install_units)), and reloads systemd.
+    pub fn install_apps_as_other_users(&self) {
+        let staged = self.payload().join("units");
+        std::fs::create_dir_all(&staged).expect("create payload/units");
+        let dropin = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/apps-as-other-users.conf");
+        std::fs::copy(&dropin, staged.join("apps-as-other-users.conf"))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", dropin.display()));
+        self.check(&[
+            "cp",
+            &format!("{PAYLOAD}/units/apps-as-other-users.conf"),
+            "/etc/systemd/system/ondemand.service.d/apps-as-other-users.conf",
+        ]);
         self.check(&["systemctl", "daemon-reload"]);
     }
 
