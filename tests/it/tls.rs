@@ -493,8 +493,8 @@ fn renew(target: &Issued, new: &Issued) {
     }
 }
 
-/// Starts tests/apps/tls_client.py in load mode; its output (the summary is the last line) comes
-/// through the receiver once it exits.
+/// Starts tests/apps/tls_client.py in load mode and waits until it has made its first request;
+/// its output (the summary is the last line) comes through the receiver once it exits.
 fn load_client(
     port: u16,
     ca: &std::path::Path,
@@ -511,13 +511,23 @@ fn load_client(
         .stdout(Stdio::piped())
         .spawn()
         .expect("start tls_client.py load");
-    let mut stdout = child.stdout.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (started_tx, started) = mpsc::channel();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut all = String::new();
-        let _ = stdout.read_to_string(&mut all);
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if line == "started" {
+                let _ = started_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
         let _ = tx.send(all);
     });
+    started
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("the {mode} load client made no request within 20 s"));
     (ChildGuard::new(child), rx)
 }
 
@@ -538,7 +548,7 @@ fn reload_under_load_serves_renewed_certificates_without_a_failed_request() {
         load_client(port, &ca.ca_pem, &stop, "--new-connections"),
         load_client(port, &ca.ca_pem, &stop, "--new-connections"),
     ];
-    std::thread::sleep(Duration::from_millis(500));
+    // Each client has been served the first certificate before it is renewed.
 
     for serial in 2..=4u64 {
         let renewed = ca.issue(
