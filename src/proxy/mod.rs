@@ -162,15 +162,15 @@ fn upstream_request(
         None => fwd.path.clone(),
     };
     let target = PathAndQuery::try_from(target).ok()?;
-    if !parts.headers.contains_key(HOST) {
-        // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need a Host field.
-        if let Some(host) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(HOST, host);
-        }
+    // HTTP/2 carries the host in :authority, and an absolute-form target (`GET http://a/x`)
+    // carries it in the target, which then overrides any Host field (RFC 9112 §3.2.2): the
+    // upstream gets the host the request was routed by, in the Host field HTTP/1.1 requires.
+    if let Some(host) = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(HOST, host);
     }
     let upgrade = parts.version == Version::HTTP_11 && headers::wants_upgrade(&parts.headers);
     headers::for_upstream(&mut parts.headers, &fwd.client, upgrade);
@@ -307,6 +307,20 @@ fn failed(app: &str, upstream: &Upstream, error: &hyper::Error, limits: &Limits)
     if let (Some(max), true) = (limits.max_body, body_limit_hit(error)) {
         return too_large(app, max);
     }
+    if let Some(client_error) = client_body_error(error) {
+        // The client's own body was malformed (a bad chunk) or cut short: its fault, not the
+        // upstream's. The upstream got a request it never saw the end of, on a connection that
+        // is dropped, so nothing of it can be taken for a next request.
+        tracing::debug!(app, "the request body could not be read: {client_error}");
+        let mut resp = error_response(
+            StatusCode::BAD_REQUEST,
+            app,
+            &format!("the request body could not be read: {client_error}"),
+        );
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
     let why = if error.is_incomplete_message() || error.is_canceled() {
         "the upstream closed the connection without a complete response".to_string()
     } else if error.is_parse() {
@@ -321,6 +335,19 @@ fn failed(app: &str, upstream: &Upstream, error: &hyper::Error, limits: &Limits)
     };
     tracing::warn!(app, upstream = %upstream.address, "{why} ({})", error_chain(error));
     error_response(StatusCode::BAD_GATEWAY, app, &why)
+}
+
+/// The error reading the client's request body, when that is why sending it upstream failed: a
+/// hyper error below the client connection's own error (the body is read from a connection too).
+fn client_body_error(error: &hyper::Error) -> Option<&hyper::Error> {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(inner) = e.downcast_ref::<hyper::Error>() {
+            return Some(inner);
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// True when the request failed because its body went over the app's limit.

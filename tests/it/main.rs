@@ -7,6 +7,7 @@
 mod activation;
 mod cli;
 mod control;
+mod hostile;
 mod http;
 mod idle;
 mod proxy;
