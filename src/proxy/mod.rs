@@ -13,6 +13,7 @@
 
 pub mod balance;
 pub mod headers;
+pub mod request_body;
 mod tunnel;
 pub mod upstream;
 
@@ -30,9 +31,10 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 
 use crate::access::UpstreamTime;
-use crate::handlers::{plain, Body, BoxError};
+use crate::handlers::{plain, Body, BodyInService, BoxError};
 use crate::idle::Activity;
 use balance::UpstreamSet;
+use request_body::{BodyStalled, StallLimited};
 use upstream::{InFlight, Upstream};
 
 /// What an app's proxying is allowed: set per app in the config.
@@ -176,9 +178,11 @@ fn upstream_request(
     headers::for_upstream(&mut parts.headers, &fwd.client, upgrade);
     parts.uri = Uri::from(target);
     parts.version = Version::HTTP_11;
+    let reading = parts.extensions.remove::<BodyInService>();
+    let body = StallLimited::new(body, limits.timeout, reading);
     let body = match limits.max_body {
         Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed_unsync(),
-        None => body.map_err(BoxError::from).boxed_unsync(),
+        None => body.boxed_unsync(),
     };
     Some(Request::from_parts(parts, body))
 }
@@ -307,19 +311,24 @@ fn failed(app: &str, upstream: &Upstream, error: &hyper::Error, limits: &Limits)
     if let (Some(max), true) = (limits.max_body, body_limit_hit(error)) {
         return too_large(app, max);
     }
+    if let Some(stalled) = find_source::<BodyStalled>(error) {
+        tracing::debug!(app, "{stalled}");
+        return closing(error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            app,
+            &stalled.to_string(),
+        ));
+    }
     if let Some(client_error) = client_body_error(error) {
         // The client's own body was malformed (a bad chunk) or cut short: its fault, not the
         // upstream's. The upstream got a request it never saw the end of, on a connection that
         // is dropped, so nothing of it can be taken for a next request.
         tracing::debug!(app, "the request body could not be read: {client_error}");
-        let mut resp = error_response(
+        return closing(error_response(
             StatusCode::BAD_REQUEST,
             app,
             &format!("the request body could not be read: {client_error}"),
-        );
-        resp.headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        return resp;
+        ));
     }
     let why = if error.is_incomplete_message() || error.is_canceled() {
         "the upstream closed the connection without a complete response".to_string()
@@ -352,14 +361,27 @@ fn client_body_error(error: &hyper::Error) -> Option<&hyper::Error> {
 
 /// True when the request failed because its body went over the app's limit.
 fn body_limit_hit(error: &hyper::Error) -> bool {
+    find_source::<http_body_util::LengthLimitError>(error).is_some()
+}
+
+/// The first error of type `E` in the chain of `error`'s sources.
+fn find_source<E: std::error::Error + 'static>(error: &hyper::Error) -> Option<&E> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
         }
         source = e.source();
     }
-    false
+    None
+}
+
+/// `resp` with `Connection: close`: the request's body was not read to its end, so nothing after
+/// it on the connection can be taken for a next request.
+fn closing(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

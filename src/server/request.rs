@@ -18,7 +18,7 @@ use super::io::ConnState;
 use super::Shared;
 use crate::access::{self, UpstreamTime};
 use crate::config::{AccessLog, App, Handler};
-use crate::handlers::{plain, Body, BoxError};
+use crate::handlers::{plain, Body, BodyInService, BoxError};
 use crate::idle::ActivityGuard;
 use crate::metrics::AppStats;
 use crate::proxy::headers;
@@ -41,6 +41,12 @@ pub fn handle(
         .is_some_and(|p| req.uri().path() == p);
     let access_log = settings.access_log;
     conn.request_started(probe);
+    let mut req = req;
+    if !hyper::body::Body::is_end_stream(req.body()) {
+        let reading = conn.body_started();
+        req.extensions_mut()
+            .insert(BodyInService(Arc::new(reading)));
+    }
     let in_flight = InFlight {
         _activity: (!probe).then(|| shared.activity.begin()),
         conn: conn.clone(),

@@ -49,6 +49,10 @@ struct RecordingUpstream {
     stop: Arc<AtomicBool>,
 }
 
+/// Requests for targets starting with this are answered as soon as their head is read, before
+/// their body.
+const EARLY: &str = "/early";
+
 const UPSTREAM_ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nupstream\n";
 
 impl RecordingUpstream {
@@ -164,8 +168,9 @@ fn serve_recorded(stream: TcpStream, received: &Mutex<Vec<Received>>) {
         }
         let request = read_request(&mut conn);
         let broken = request.framing_error.is_some() || request.truncated;
+        let answered = request.target.starts_with(EARLY);
         received.lock().unwrap().push(request);
-        if broken || conn.stream.write_all(UPSTREAM_ANSWER).is_err() {
+        if broken || !answered && conn.stream.write_all(UPSTREAM_ANSWER).is_err() {
             return;
         }
     }
@@ -214,6 +219,11 @@ fn read_head_and_body(conn: &mut Incoming, req: &mut Received) -> Result<(), Str
             name.to_ascii_lowercase(),
             value.trim_matches([' ', '\t']).to_string(),
         ));
+    }
+    if req.target.starts_with(EARLY) {
+        conn.stream
+            .write_all(UPSTREAM_ANSWER)
+            .map_err(|e| e.to_string())?;
     }
     let lengths = req.values("content-length");
     let encodings = req.values("transfer-encoding");
@@ -640,4 +650,160 @@ fn malformed_and_ambiguous_requests_are_refused_or_forwarded_once() {
         failures.join("\n"),
         od.log_text()
     );
+}
+
+/// Connects, sends `head`, then `body` one byte every `pace`, then nothing, while reading what
+/// the launcher answers. Returns the answer and when the launcher closed the connection (None
+/// if it was still open after `cap`).
+fn trickle(
+    port: u16,
+    head: &[u8],
+    body: &[u8],
+    pace: Duration,
+    cap: Duration,
+) -> (Vec<u8>, Option<Duration>) {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to ondemand");
+    let mut reader = s.try_clone().unwrap();
+    reader.set_read_timeout(Some(cap)).unwrap();
+    let closed = Arc::new(AtomicBool::new(false));
+    let closed2 = closed.clone();
+    let read = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            match reader.read(&mut chunk) {
+                Ok(0) => break Some(started.elapsed()),
+                Ok(n) => got.extend(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => break Some(started.elapsed()),
+                Err(_) => break None,
+            }
+        };
+        closed2.store(true, Ordering::SeqCst);
+        (got, end)
+    });
+    let _ = s.write_all(head);
+    for byte in body {
+        // Pacing the client, not waiting for the server: the deadline under test is server-side.
+        std::thread::sleep(pace);
+        if closed.load(Ordering::SeqCst) || s.write_all(&[*byte]).is_err() {
+            break;
+        }
+    }
+    read.join().unwrap()
+}
+
+const SLOW_CONFIG_TIMEOUT: &str = ", timeout = \"1s\"";
+
+/// Slowloris: a head trickled a byte every 100 ms (each byte is progress) is cut off by
+/// `header_read_timeout` (1 s here), with a 408, and nothing reaches the upstream.
+#[test]
+fn a_head_trickled_byte_by_byte_gets_408_at_header_read_timeout() {
+    let upstream = RecordingUpstream::start();
+    let od = hostile_launcher(&upstream, SLOW_CONFIG_TIMEOUT);
+    let (reply, closed) = trickle(
+        od.port,
+        b"GET /slow HTTP/1.1\r\nHost: a\r\n",
+        &[b'X'; 200],
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+    );
+    let closed = closed.expect("the connection was still open after 10 s");
+    assert_eq!(
+        statuses(&reply),
+        [408],
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(
+        closed >= Duration::from_millis(900) && closed < Duration::from_millis(2500),
+        "closed after {closed:?}, header_read_timeout is 1 s"
+    );
+    flush(&od, &upstream, 0);
+    let received = upstream.take();
+    assert!(
+        received.iter().all(|r| r.target.starts_with("/marker-")),
+        "{received:#?}"
+    );
+}
+
+/// A connection that never sends a byte is closed at `first_request_timeout` (2 s here), quietly.
+#[test]
+fn a_silent_connection_is_closed_at_first_request_timeout() {
+    let upstream = RecordingUpstream::start();
+    let od = hostile_launcher(&upstream, SLOW_CONFIG_TIMEOUT);
+    let (reply, closed) = trickle(od.port, b"", b"", Duration::ZERO, Duration::from_secs(10));
+    let closed = closed.expect("the connection was still open after 10 s");
+    assert!(reply.is_empty(), "{}", String::from_utf8_lossy(&reply));
+    assert!(
+        closed >= Duration::from_millis(1900) && closed < Duration::from_millis(3500),
+        "closed after {closed:?}, first_request_timeout is 2 s"
+    );
+}
+
+/// A body trickled to an upstream that waits for all of it: the app's `timeout` (1 s here) runs
+/// out, the client gets 504 and a closed connection, and the upstream never got a whole request.
+#[test]
+fn a_slow_body_to_a_waiting_upstream_is_cut_off_at_the_app_timeout() {
+    let upstream = RecordingUpstream::start();
+    let od = hostile_launcher(&upstream, SLOW_CONFIG_TIMEOUT);
+    let (reply, closed) = trickle(
+        od.port,
+        b"POST /wait HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n",
+        &[b'b'; 1000],
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+    );
+    let closed = closed.expect("the connection was still open after 10 s");
+    assert_eq!(
+        statuses(&reply),
+        [504],
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(
+        closed < Duration::from_millis(2500),
+        "closed after {closed:?}"
+    );
+    wait_until(
+        "the upstream to see its connection close",
+        Duration::from_secs(5),
+        || upstream.snapshot().iter().any(|r| r.target == "/wait"),
+    );
+    let received = upstream.take();
+    assert!(received.iter().all(|r| r.truncated), "{received:#?}");
+}
+
+/// A body that stops halfway, to an upstream that answered at once: the answer reaches the
+/// client, and the stalled body is given up after the app's `timeout` (1 s here), which closes
+/// the client's connection and the upstream's.
+#[test]
+fn a_stalled_body_after_an_early_answer_is_given_up_at_the_app_timeout() {
+    let upstream = RecordingUpstream::start();
+    let od = hostile_launcher(&upstream, SLOW_CONFIG_TIMEOUT);
+    let (reply, closed) = trickle(
+        od.port,
+        b"POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n",
+        b"0123456789",
+        Duration::from_millis(10),
+        Duration::from_secs(10),
+    );
+    let closed = closed.expect("the connection was still open after 10 s");
+    assert_eq!(
+        statuses(&reply),
+        [200],
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(
+        closed < Duration::from_millis(2500),
+        "closed after {closed:?}"
+    );
+    wait_until(
+        "the upstream to see its connection close",
+        Duration::from_secs(5),
+        || upstream.snapshot().iter().any(|r| r.target == "/early"),
+    );
+    let received = upstream.take();
+    assert!(received.iter().all(|r| r.truncated), "{received:#?}");
 }
