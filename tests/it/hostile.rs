@@ -807,3 +807,117 @@ fn a_stalled_body_after_an_early_answer_is_given_up_at_the_app_timeout() {
     let received = upstream.take();
     assert!(received.iter().all(|r| r.truncated), "{received:#?}");
 }
+
+/// Raises this process's soft open-files limit to at least `want` (up to the hard limit); panics
+/// if the hard limit is lower, saying so.
+fn raise_open_files(want: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    assert!(
+        hard >= want,
+        "this test needs {want} open files, the hard limit is {hard} (raise it with ulimit -Hn)"
+    );
+    if soft < want {
+        setrlimit(Resource::RLIMIT_NOFILE, want, hard).expect("setrlimit");
+    }
+}
+
+/// Starts a non-blocking connect to 127.0.0.1:`port`; the socket closes with a reset (SO_LINGER
+/// 0) when dropped, so 10,000 of them leave no TIME_WAIT behind.
+fn start_connect(port: u16) -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{
+        connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    setsockopt(
+        &fd,
+        sockopt::Linger,
+        &nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .expect("SO_LINGER");
+    match connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::new(127, 0, 0, 1, port),
+    ) {
+        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => fd,
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// 10,000 connections opened at once against `max_connections = 200`: the launcher accepts 200
+/// at a time (the rest wait in the kernel's queue), its descriptors stay near 200, it never hits
+/// EMFILE, and once the flood is gone it serves a request as usual.
+#[test]
+fn ten_thousand_connections_at_once_stay_within_max_connections() {
+    const FLOOD: usize = 10_000;
+    const MAX_CONNECTIONS: usize = 200;
+    raise_open_files(FLOOD as u64 + 1024);
+    let mut od = Ondemand::start(&format!(
+        "[server]\nidle_timeout = \"never\"\nmax_connections = {MAX_CONNECTIONS}\n\
+         first_request_timeout = \"3s\"\n\n\
+         [[app]]\nname = \"hello\"\npath = \"/\"\n\
+         respond = {{ status = 200, body = \"hello\\n\" }}\n"
+    ));
+    let pid = od.child.pid();
+    let baseline = open_fds(pid);
+    let started = Instant::now();
+    let flood: Vec<_> = (0..FLOOD).map(|_| start_connect(od.port)).collect();
+    let bound = baseline + MAX_CONNECTIONS + 16;
+    wait_until(
+        "the launcher to reach max_connections",
+        Duration::from_secs(10),
+        || od.log_text().contains("max_connections (200) reached") || open_fds(pid) > bound,
+    );
+    // Sample the launcher's descriptors while the flood is held.
+    let mut most = 0;
+    let sampling = Instant::now();
+    while sampling.elapsed() < Duration::from_millis(500) {
+        most = most.max(open_fds(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        od.is_running(),
+        "the launcher died under the flood:\n{}",
+        od.log_text()
+    );
+    assert!(
+        most <= bound,
+        "the launcher had {most} descriptors open (baseline {baseline}, max_connections {MAX_CONNECTIONS})"
+    );
+    drop(flood);
+    let log = od.log_text();
+    assert!(
+        !log.contains("Too many open files") && !log.contains("accept failed"),
+        "accept errors under the flood:\n{log}"
+    );
+    // The reset connections still queued are accepted and dropped; then a request is served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let response = loop {
+        match crate::support::get(od.port, "a", "/") {
+            Ok(r) if r.status == 200 => break r,
+            other if Instant::now() > deadline => panic!("no answer after the flood: {other:?}"),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    assert_eq!(response.text(), "hello\n");
+    assert!(od.is_running());
+    eprintln!(
+        "10k flood: {most} launcher fds at most (baseline {baseline}), served again after {:?}",
+        started.elapsed()
+    );
+}
