@@ -7,7 +7,7 @@
 
 mod file;
 pub use file::{CertificateFile, ProxyFile, RespondFile, RunFile, StaticFile, UpstreamFile};
-mod validate;
+pub(crate) mod validate;
 
 /// The reference of every key: what `ondemand.toml(5)` is generated from.
 pub mod keys;
