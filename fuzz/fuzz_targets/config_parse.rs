@@ -41,7 +41,9 @@ fuzz_target!(|data: &[u8]| {
             );
             assert!(!message.trim().is_empty(), "an error without a message");
             assert!(
-                error.to_string().starts_with(&format!("fuzz.toml:{line}:{column}: ")),
+                error
+                    .to_string()
+                    .starts_with(&format!("fuzz.toml:{line}:{column}: ")),
                 "{error}"
             );
         }

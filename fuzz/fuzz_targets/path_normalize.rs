@@ -54,13 +54,17 @@ fn check_normalized(raw: &str, out: &str) {
     for (i, s) in segments.iter().enumerate() {
         assert!(*s != "." && *s != "..", "{raw:?} -> {out:?}: a dot segment");
         // Only the last segment may be empty (a trailing slash, or the root itself).
-        assert!(!s.is_empty() || i == segments.len() - 1, "{raw:?} -> {out:?}: //");
+        assert!(
+            !s.is_empty() || i == segments.len() - 1,
+            "{raw:?} -> {out:?}: //"
+        );
     }
     let bytes = out.as_bytes();
     for (i, _) in out.match_indices('%') {
         let hex = bytes.get(i + 1..i + 3).expect("an escape with two digits");
         assert!(
-            hex.iter().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b)),
+            hex.iter()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b)),
             "{raw:?} -> {out:?}: escape {hex:?}"
         );
         let value = u8::from_str_radix(std::str::from_utf8(hex).unwrap(), 16).unwrap();
@@ -70,7 +74,11 @@ fn check_normalized(raw: &str, out: &str) {
             "{raw:?} -> {out:?}: an unreserved byte left escaped"
         );
     }
-    assert_eq!(normalize_path(out).as_deref(), Ok(out), "not idempotent on {raw:?}");
+    assert_eq!(
+        normalize_path(out).as_deref(),
+        Ok(out),
+        "not idempotent on {raw:?}"
+    );
 }
 
 fn check_static(path: &str) {
@@ -79,7 +87,11 @@ fn check_static(path: &str) {
     while let Some(next) = path[prefix_end + 1..].find('/') {
         prefix_end += 1 + next;
         let relative = static_relative_path(&path[..prefix_end], path);
-        assert!(relative.starts_with('/'), "{path:?} under {:?}", &path[..prefix_end]);
+        assert!(
+            relative.starts_with('/'),
+            "{path:?} under {:?}",
+            &path[..prefix_end]
+        );
     }
     let Ok(uri) = http::Uri::try_from(path) else {
         return;

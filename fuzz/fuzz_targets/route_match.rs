@@ -28,13 +28,19 @@ fuzz_target!(|input: Input| {
         let patterns: Vec<Option<HostPattern>> = if hosts.is_empty() {
             vec![None]
         } else {
-            hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).map(Some).collect()
+            hosts
+                .iter()
+                .filter_map(|h| HostPattern::parse(h).ok())
+                .map(Some)
+                .collect()
         };
         for pattern in patterns {
             match router.insert(pattern.as_ref(), &prefix, app) {
                 Ok(()) => table.push((pattern, prefix.clone(), app)),
                 Err(first) => assert!(
-                    table.iter().any(|(p, x, a)| *p == pattern && *x == prefix && *a == first),
+                    table
+                        .iter()
+                        .any(|(p, x, a)| *p == pattern && *x == prefix && *a == first),
                     "a duplicate named app {first}, which does not have that route"
                 ),
             }
@@ -67,9 +73,9 @@ fn reference(table: &Table, host: Option<&str>, path: &str) -> Option<usize> {
                 })
                 .max();
             if let Some(len) = longest {
-                group = in_group(&|p| {
-                    matches!(p, Some(HostPattern::Wildcard(s)) if s.len() == len && host.ends_with(s.as_str()))
-                });
+                group = in_group(
+                    &|p| matches!(p, Some(HostPattern::Wildcard(s)) if s.len() == len && host.ends_with(s.as_str())),
+                );
             }
         }
     }
