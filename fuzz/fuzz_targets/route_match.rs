@@ -11,8 +11,64 @@ use ondemand::fuzzing::{normalize_path, path_prefix, request_host, HostPattern, 
 
 #[derive(Arbitrary, Debug)]
 struct Input {
-    routes: Vec<(Vec<String>, String)>,
-    requests: Vec<(Option<String>, String)>,
+    routes: Vec<(Vec<Name>, Name)>,
+    requests: Vec<(Option<Name>, Name)>,
+}
+
+/// A host or path: either any text, or one built from a few labels or segments, so that routes
+/// and requests that share suffixes and prefixes (where precedence matters) are common.
+#[derive(Arbitrary, Debug)]
+enum Name {
+    Text(String),
+    Parts { wildcard: bool, parts: Vec<u8> },
+}
+
+const LABELS: &[&str] = &["a", "b", "Example", "c-d", "x_1"];
+const SEGMENTS: &[&str] = &["a", "b", "", ".", "..", "%2e", "%61", "%2F", "A"];
+
+impl Name {
+    fn host(&self) -> String {
+        match self {
+            Name::Text(t) => t.clone(),
+            Name::Parts { wildcard, parts } => {
+                let labels: Vec<&str> = parts
+                    .iter()
+                    .map(|&p| LABELS[p as usize % LABELS.len()])
+                    .collect();
+                let host = labels.join(".");
+                if *wildcard {
+                    format!("*.{host}")
+                } else {
+                    host
+                }
+            }
+        }
+    }
+    fn path(&self) -> String {
+        match self {
+            Name::Text(t) => t.clone(),
+            Name::Parts { wildcard, parts } => {
+                let mut path: String = parts
+                    .iter()
+                    .map(|&p| format!("/{}", SEGMENTS[p as usize % SEGMENTS.len()]))
+                    .collect();
+                if path.is_empty() || *wildcard {
+                    path.push('/');
+                }
+                path
+            }
+        }
+    }
+    /// As a request's Host: a wildcard-built name gets a label in front of it, as a real host
+    /// under the wildcard would.
+    fn request_host(&self) -> String {
+        match self {
+            Name::Parts { wildcard: true, .. } => {
+                format!("z.{}", self.host().trim_start_matches("*."))
+            }
+            _ => self.host(),
+        }
+    }
 }
 
 type Table = Vec<(Option<HostPattern>, String, usize)>;
@@ -21,7 +77,7 @@ fuzz_target!(|input: Input| {
     let mut router = Router::default();
     let mut table: Table = Vec::new();
     for (app, (hosts, path)) in input.routes.iter().enumerate() {
-        let Ok(prefix) = path_prefix(path) else {
+        let Ok(prefix) = path_prefix(&path.path()) else {
             continue;
         };
         assert!(prefix == "/" || (prefix.starts_with('/') && !prefix.ends_with('/')));
@@ -30,7 +86,7 @@ fuzz_target!(|input: Input| {
         } else {
             hosts
                 .iter()
-                .filter_map(|h| HostPattern::parse(h).ok())
+                .filter_map(|h| HostPattern::parse(&h.host()).ok())
                 .map(Some)
                 .collect()
         };
@@ -47,10 +103,10 @@ fuzz_target!(|input: Input| {
         }
     }
     for (host, raw_path) in &input.requests {
-        let Ok(path) = normalize_path(raw_path) else {
+        let Ok(path) = normalize_path(&raw_path.path()) else {
             continue;
         };
-        let host = host.as_deref().map(request_host);
+        let host = host.as_ref().map(|h| request_host(&h.request_host()));
         let got = router.lookup(host.as_deref(), &path);
         let want = reference(&table, host.as_deref(), &path);
         assert_eq!(got, want, "host {host:?} path {path:?} routes {table:?}");
