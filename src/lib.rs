@@ -36,6 +36,21 @@ pub mod server;
 pub mod shutdown;
 pub mod tls;
 
+/// What the fuzz targets in `fuzz/` call: the functions `ondemand check` and the router use,
+/// re-exported so the fuzzers reach them without widening the crate's public surface.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::config::{parse as parse_config, ConfigError};
+    pub use crate::handlers::static_files::relative_path as static_relative_path;
+    pub use crate::routing::path::{normalize as normalize_path, PathError};
+    pub use crate::routing::{request_host, HostPattern, Router};
+
+    /// An app's `path` as the config turns it into a route prefix.
+    pub fn path_prefix(raw: &str) -> Result<String, String> {
+        crate::config::validate::path_prefix_of(raw)
+    }
+}
+
 use anyhow::{Context, Result};
 
 /// Builds the runtime and serves until idle or stopped.

@@ -8,7 +8,7 @@
 mod file;
 pub use file::{CertificateFile, ProxyFile, RespondFile, RunFile, StaticFile, UpstreamFile};
 mod control_chars;
-mod validate;
+pub(crate) mod validate;
 
 /// The reference of every key: what `ondemand.toml(5)` is generated from.
 pub mod keys;

@@ -333,7 +333,11 @@ fn app_name(
 
 /// A config path prefix: normalized, no query, no trailing slash except for "/".
 fn path_prefix(p: &Spanned<String>) -> Result<String, String> {
-    let raw = p.get_ref();
+    path_prefix_of(p.get_ref())
+}
+
+/// [`path_prefix`] of the text itself.
+pub(crate) fn path_prefix_of(raw: &str) -> Result<String, String> {
     if raw.contains(['?', '#']) {
         return Err(format!(
             "path {raw:?}: a path prefix cannot contain '?' or '#'"

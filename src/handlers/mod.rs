@@ -24,6 +24,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every response ondemand sends (`Send`, not `Sync`: file bodies are not).
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
+/// Put in a request's extensions by the server while the request has a body to read: whoever
+/// reads the body keeps it until the body is read or dropped. Until then the connection's reads
+/// are the body's, not the next request head's (see `server::io`), even when the response is
+/// already sent.
+#[derive(Clone)]
+pub struct BodyInService(pub std::sync::Arc<dyn std::any::Any + Send + Sync>);
+
 /// A body from bytes already in memory.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())

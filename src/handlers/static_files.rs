@@ -128,7 +128,7 @@ fn root_dir(raw: &str) -> Result<PathBuf, String> {
 }
 
 /// `path` without the app's path prefix: "/docs/a.html" under "/docs" is "/a.html".
-fn relative_path<'a>(prefix: &str, path: &'a str) -> &'a str {
+pub fn relative_path<'a>(prefix: &str, path: &'a str) -> &'a str {
     match path.strip_prefix(prefix) {
         Some(rest) if prefix != "/" && rest.starts_with('/') => rest,
         Some(_) if prefix != "/" => "/",
@@ -146,12 +146,15 @@ fn inner_request(relative: &str, mut parts: Parts) -> Option<Request<Empty<Bytes
     Some(Request::from_parts(parts, Empty::new()))
 }
 
-/// Missing files, and paths through something that is not a directory, or leading out of root.
+/// Missing files, paths through something that is not a directory or leading out of root, and
+/// names longer than the file system allows (no such file can exist).
 fn is_not_found(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
         || matches!(
             e.raw_os_error(),
-            Some(nix::libc::ENOTDIR | nix::libc::ELOOP | nix::libc::EXDEV)
+            Some(
+                nix::libc::ENOTDIR | nix::libc::ELOOP | nix::libc::EXDEV | nix::libc::ENAMETOOLONG
+            )
         )
 }
 
@@ -160,4 +163,37 @@ fn no_file(app: &str, path: &str) -> Response<Body> {
         StatusCode::NOT_FOUND,
         format!("ondemand: app {app:?} has no file for {path}\n"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use http::StatusCode;
+
+    use crate::config::Handler;
+
+    /// Found by fuzz/fuzz_targets/path_normalize.rs: a file name over the file system's limit
+    /// (ENAMETOOLONG) was answered 500 "could not read the file" instead of 404.
+    #[tokio::test]
+    async fn a_name_too_long_for_the_file_system_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[[app]]\nname = \"files\"\nstatic = {{ root = \"{}\" }}\n",
+            dir.path().display()
+        );
+        let config = crate::config::parse(Path::new("t.toml"), &text).unwrap();
+        let Handler::Static(files) = &config.apps[0].handler else {
+            panic!("a static app")
+        };
+        for path in [
+            format!("/s.{}", "'".repeat(300)),
+            format!("/{}/x", "a".repeat(5000)),
+        ] {
+            let (mut parts, ()) = http::Request::new(()).into_parts();
+            parts.uri = path.parse().unwrap();
+            let response = files.serve("files", "/", &path, parts).await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+    }
 }

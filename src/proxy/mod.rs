@@ -13,6 +13,7 @@
 
 pub mod balance;
 pub mod headers;
+pub mod request_body;
 mod tunnel;
 pub mod upstream;
 
@@ -30,9 +31,10 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 
 use crate::access::UpstreamTime;
-use crate::handlers::{plain, Body, BoxError};
+use crate::handlers::{plain, Body, BodyInService, BoxError};
 use crate::idle::Activity;
 use balance::UpstreamSet;
+use request_body::{BodyStalled, StallLimited};
 use upstream::{InFlight, Upstream};
 
 /// What an app's proxying is allowed: set per app in the config.
@@ -164,23 +166,25 @@ fn upstream_request(
         None => fwd.path.clone(),
     };
     let target = PathAndQuery::try_from(target).ok()?;
-    if !parts.headers.contains_key(HOST) {
-        // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need a Host field.
-        if let Some(host) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(HOST, host);
-        }
+    // HTTP/2 carries the host in :authority, and an absolute-form target (`GET http://a/x`)
+    // carries it in the target, which then overrides any Host field (RFC 9112 §3.2.2): the
+    // upstream gets the host the request was routed by, in the Host field HTTP/1.1 requires.
+    if let Some(host) = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(HOST, host);
     }
     let upgrade = parts.version == Version::HTTP_11 && headers::wants_upgrade(&parts.headers);
     headers::for_upstream(&mut parts.headers, &fwd.client, upgrade);
     parts.uri = Uri::from(target);
     parts.version = Version::HTTP_11;
+    let reading = parts.extensions.remove::<BodyInService>();
+    let body = StallLimited::new(body, limits.timeout, reading);
     let body = match limits.max_body {
         Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed_unsync(),
-        None => body.map_err(BoxError::from).boxed_unsync(),
+        None => body.boxed_unsync(),
     };
     Some(Request::from_parts(parts, body))
 }
@@ -309,6 +313,25 @@ fn failed(app: &str, upstream: &Upstream, error: &hyper::Error, limits: &Limits)
     if let (Some(max), true) = (limits.max_body, body_limit_hit(error)) {
         return too_large(app, max);
     }
+    if let Some(stalled) = find_source::<BodyStalled>(error) {
+        tracing::debug!(app, "{stalled}");
+        return closing(error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            app,
+            &stalled.to_string(),
+        ));
+    }
+    if let Some(client_error) = client_body_error(error) {
+        // The client's own body was malformed (a bad chunk) or cut short: its fault, not the
+        // upstream's. The upstream got a request it never saw the end of, on a connection that
+        // is dropped, so nothing of it can be taken for a next request.
+        tracing::debug!(app, "the request body could not be read: {client_error}");
+        return closing(error_response(
+            StatusCode::BAD_REQUEST,
+            app,
+            &format!("the request body could not be read: {client_error}"),
+        ));
+    }
     let why = if error.is_incomplete_message() || error.is_canceled() {
         "the upstream closed the connection without a complete response".to_string()
     } else if error.is_parse() {
@@ -325,16 +348,42 @@ fn failed(app: &str, upstream: &Upstream, error: &hyper::Error, limits: &Limits)
     error_response(StatusCode::BAD_GATEWAY, app, &why)
 }
 
-/// True when the request failed because its body went over the app's limit.
-fn body_limit_hit(error: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+/// The error reading the client's request body, when that is why sending it upstream failed: a
+/// hyper error below the client connection's own error (the body is read from a connection too).
+fn client_body_error(error: &hyper::Error) -> Option<&hyper::Error> {
+    let mut source = std::error::Error::source(error);
     while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
+        if let Some(inner) = e.downcast_ref::<hyper::Error>() {
+            return Some(inner);
         }
         source = e.source();
     }
-    false
+    None
+}
+
+/// True when the request failed because its body went over the app's limit.
+fn body_limit_hit(error: &hyper::Error) -> bool {
+    find_source::<http_body_util::LengthLimitError>(error).is_some()
+}
+
+/// The first error of type `E` in the chain of `error`'s sources.
+fn find_source<E: std::error::Error + 'static>(error: &hyper::Error) -> Option<&E> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// `resp` with `Connection: close`: the request's body was not read to its end, so nothing after
+/// it on the connection can be taken for a next request.
+fn closing(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

@@ -8,7 +8,10 @@
 //! - once a request head has begun, it must be complete within `header_read_timeout`, or the
 //!   client gets `408 Request Timeout` (HTTP/1 only) and the connection is closed (slowloris).
 //!
-//! While a request is being served the reads are its body's, and these deadlines do not apply.
+//! While a request is being served the reads are its body's, and these deadlines do not apply;
+//! a request is served until its response is sent and its body read (or given up): an upstream
+//! may answer before it has read the body. A stalled body is bounded where it is read (the proxy
+//! gives it the app's `timeout`).
 
 use std::future::Future;
 use std::io;
@@ -94,6 +97,13 @@ impl ConnState {
         }
     }
 
+    /// A request's body is being read: the connection's reads are the body's until the returned
+    /// guard drops, even after the response has been sent.
+    pub fn body_started(self: &Arc<Self>) -> BodyReading {
+        self.in_service.fetch_add(1, Ordering::SeqCst);
+        BodyReading(self.clone())
+    }
+
     /// A request's response was sent completely (or abandoned).
     pub fn request_finished(&self) {
         self.in_service.fetch_sub(1, Ordering::SeqCst);
@@ -131,6 +141,15 @@ impl ConnState {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         drop(guard);
+    }
+}
+
+/// A request body still to be read (see [`ConnState::body_started`]).
+pub struct BodyReading(Arc<ConnState>);
+
+impl Drop for BodyReading {
+    fn drop(&mut self) {
+        self.0.request_finished();
     }
 }
 

@@ -18,7 +18,7 @@ use super::io::ConnState;
 use super::Shared;
 use crate::access::{self, UpstreamTime};
 use crate::config::{AccessLog, App, Handler};
-use crate::handlers::{plain, Body, BoxError};
+use crate::handlers::{plain, Body, BodyInService, BoxError};
 use crate::idle::ActivityGuard;
 use crate::metrics::AppStats;
 use crate::proxy::headers;
@@ -41,6 +41,12 @@ pub fn handle(
         .is_some_and(|p| req.uri().path() == p);
     let access_log = settings.access_log;
     conn.request_started(probe);
+    let mut req = req;
+    if !hyper::body::Body::is_end_stream(req.body()) {
+        let reading = conn.body_started();
+        req.extensions_mut()
+            .insert(BodyInService(Arc::new(reading)));
+    }
     let in_flight = InFlight {
         _activity: (!probe).then(|| shared.activity.begin()),
         conn: conn.clone(),
@@ -280,10 +286,15 @@ fn route(req: &Request<Incoming>, shared: &Shared, peer: Option<std::net::IpAddr
     }
     let host = match host_of(req) {
         Ok(host) => host,
-        Err(why) => {
-            return Route::Answered(plain(StatusCode::BAD_REQUEST, format!("ondemand: {why}\n")))
-        }
+        Err(why) => return Route::Answered(bad_request(why)),
     };
+    if let Some(scheme) = req.uri().scheme_str() {
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Route::Answered(bad_request(&format!(
+                "the request target's scheme {scheme:?} is not http or https"
+            )));
+        }
+    }
     let raw_path = if req.method() == Method::OPTIONS && req.uri() == "*" {
         "/"
     } else {
@@ -291,12 +302,7 @@ fn route(req: &Request<Incoming>, shared: &Shared, peer: Option<std::net::IpAddr
     };
     let path = match path::normalize(raw_path) {
         Ok(p) => p,
-        Err(why) => {
-            return Route::Answered(plain(
-                StatusCode::BAD_REQUEST,
-                format!("ondemand: bad request path: {why}\n"),
-            ))
-        }
+        Err(why) => return Route::Answered(bad_request(&format!("bad request path: {why}"))),
     };
     let Some(app) = config
         .router
@@ -324,6 +330,17 @@ fn route(req: &Request<Incoming>, shared: &Shared, peer: Option<std::net::IpAddr
     }
 }
 
+/// ondemand's 400 for a request it will not route. The connection is closed after it: whatever
+/// the client pipelined behind a malformed request is not read as a request of its own.
+fn bad_request(why: &str) -> Response<Body> {
+    let mut resp = plain(StatusCode::BAD_REQUEST, format!("ondemand: {why}\n"));
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp
+}
+
 /// The host exactly as the client wrote it, port included (for X-Forwarded-Host and Forwarded).
 fn raw_host(req: &Request<Incoming>) -> Option<String> {
     req.uri()
@@ -341,20 +358,29 @@ fn raw_host(req: &Request<Incoming>) -> Option<String> {
 /// HTTP/1.1 requires a Host header (RFC 9112 §3.2); HTTP/1.0 may go without.
 fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
     if let Some(authority) = req.uri().authority() {
+        if authority.as_str().contains('@') {
+            return Err("the request target carries user information (user@host)");
+        }
         return Ok(Some(request_host(authority.as_str())));
     }
     let mut hosts = req.headers().get_all(http::header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err("more than one Host header"),
-        (Some(h), None) => h
-            .to_str()
-            .map(|h| Some(request_host(h)))
-            .map_err(|_| "the Host header is not valid text"),
+        (Some(h), None) => match h.to_str() {
+            Ok("") => Ok(None),
+            Ok(h) if is_authority(h) => Ok(Some(request_host(h))),
+            _ => Err("the Host header is not a host name with an optional port"),
+        },
         (None, _) if req.version() == Version::HTTP_11 => {
             Err("HTTP/1.1 requests need a Host header")
         }
         (None, _) => Ok(None),
     }
+}
+
+/// True for `host[:port]` as RFC 9110 §7.2 allows it in Host (no user info, path or spaces).
+fn is_authority(host: &str) -> bool {
+    !host.contains('@') && http::uri::Authority::try_from(host).is_ok()
 }
 
 /// A request in flight: launcher activity plus the connection's count of requests in service.

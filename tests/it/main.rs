@@ -8,6 +8,7 @@ mod activation;
 mod cli;
 mod control;
 mod faults;
+mod hostile;
 mod http;
 mod idle;
 mod load_balancer;
