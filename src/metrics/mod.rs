@@ -348,6 +348,33 @@ mod tests {
     }
 
     #[test]
+    fn the_state_file_leaves_out_apps_that_counted_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state.json");
+        let m = Metrics::new(file.clone(), None);
+        m.app("wiki").record(200, Duration::from_millis(3));
+        for i in 0..1000 {
+            m.app(&format!("idle{i}"));
+        }
+        m.persist(Exit::Idle, &[]);
+        let saved = saved::read(&file);
+        assert_eq!(saved.apps.keys().collect::<Vec<_>>(), ["wiki"]);
+        assert!(std::fs::metadata(&file).unwrap().len() < 2000);
+        // The totals (the metrics, `ondemand status`) still have every app, at zero.
+        let t = m.totals(true);
+        assert_eq!(t.apps.len(), 1001);
+        assert_eq!(t.apps["idle7"].total_requests(), 0);
+        // The next activation counts on from the file, for the idle apps too.
+        let next = Metrics::new(file.clone(), None);
+        next.app("idle7").record(404, Duration::from_millis(1));
+        next.persist(Exit::Idle, &[]);
+        let saved = saved::read(&file);
+        assert_eq!(saved.apps.keys().collect::<Vec<_>>(), ["idle7", "wiki"]);
+        assert_eq!(saved.apps["wiki"].requests["2xx"], 1);
+        assert_eq!(saved.apps["idle7"].requests["4xx"], 1);
+    }
+
+    #[test]
     fn recent_rate_and_percentiles() {
         let app = AppStats::default();
         assert_eq!(app.recent(), (0.0, None, None));

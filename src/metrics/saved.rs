@@ -52,6 +52,16 @@ impl SavedApp {
     pub fn total_requests(&self) -> u64 {
         self.requests.values().sum()
     }
+
+    /// Nothing counted yet: what a missing entry of the state file reads as.
+    pub fn is_unused(&self) -> bool {
+        self.total_requests() == 0
+            && self.latency.count == 0
+            && self.starts == 0
+            && self.crashes == 0
+            && self.cold_start.count == 0
+            && self.last_exit.is_none()
+    }
 }
 
 /// The state in `path`; empty when there is none yet. An unreadable or corrupt file is logged and
@@ -73,8 +83,25 @@ pub fn read(path: &Path) -> SavedState {
     }
 }
 
+/// Writes `state` to `path`, leaving out the apps that never counted anything: a missing app
+/// reads as all zeros, and the file (written at every exit and every `metrics_interval`) grows
+/// with the apps that served, not with the apps configured (7 MB for 10,000 idle apps otherwise).
 pub fn write(path: &Path, state: &SavedState) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    #[derive(Serialize)]
+    struct Used<'a> {
+        launcher: &'a SavedLauncher,
+        apps: BTreeMap<&'a str, &'a SavedApp>,
+    }
+    let used = Used {
+        launcher: &state.launcher,
+        apps: state
+            .apps
+            .iter()
+            .filter(|(_, app)| !app.is_unused())
+            .map(|(name, app)| (name.as_str(), app))
+            .collect(),
+    };
+    let json = serde_json::to_vec_pretty(&used).map_err(std::io::Error::other)?;
     write_atomically(path, &json)
 }
 
