@@ -227,8 +227,7 @@ async fn answer(
             Box::pin(files.serve(&app.name, &app.path, &path, parts)).await
         }
         Handler::Proxy(proxy) => {
-            Box::pin(proxy.serve(&app.name, &app.path, &path, req, client, &shared.activity))
-                .await
+            Box::pin(proxy.serve(&app.name, &app.path, &path, req, client, &shared.activity)).await
         }
         Handler::Run(run) => {
             Box::pin(run.serve(&app.name, &app.path, &path, req, client, &shared.activity)).await
