@@ -26,7 +26,9 @@ use crate::config::{Located, StaticFile};
 pub struct StaticFiles {
     root: PathBuf,
     follow_symlinks: bool,
-    dir: Dir,
+    /// Boxed: the backend holds a request's opened file, which makes `ServeDir` large for a
+    /// config value (the handler enum is as large as its largest variant).
+    dir: Box<Dir>,
 }
 
 /// The configured `ServeDir`, confined to the root or free to follow symlinks.
@@ -70,7 +72,7 @@ impl StaticFiles {
         Ok(StaticFiles {
             root,
             follow_symlinks: !confined,
-            dir,
+            dir: Box::new(dir),
         })
     }
 
@@ -80,7 +82,7 @@ impl StaticFiles {
         let Some(req) = inner_request(relative, parts) else {
             return no_file(app, path);
         };
-        let result = self.dir.clone().try_call(req).await;
+        let result = Dir::clone(&self.dir).try_call(req).await;
         match result {
             Ok(resp) if resp.status() == StatusCode::NOT_FOUND => no_file(app, path),
             Ok(resp) => resp.map(|body| body.map_err(BoxError::from).boxed_unsync()),

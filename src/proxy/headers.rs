@@ -19,14 +19,14 @@ use http::header::{
 };
 
 /// Fields that only concern one connection, whatever `Connection` says.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 7] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -48,31 +48,41 @@ pub struct Client {
 
 /// True when the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE) && connection_tokens(headers).any(|t| t == "upgrade")
+    headers.contains_key(UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
-/// The comma-separated tokens of every `Connection` field, lower-cased.
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+/// The comma-separated tokens of every `Connection` field, trimmed, as sent.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> + '_ {
     headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
+        .map(str::trim)
         .filter(|t| !t.is_empty())
 }
 
 /// Removes the hop-by-hop fields (RFC 9110 §7.6.1): those listed above and those `Connection` names.
+///
+/// This runs twice for every proxied request: the names present are found in one pass over the
+/// map, and only those are removed (a removal hashes the name, present or not).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<String> = connection_tokens(headers).collect();
-    for name in named {
+    let mut gone: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name))
+        .cloned()
+        .collect();
+    if gone.contains(&CONNECTION) {
         // A Connection token naming an end-to-end field we need (Host) is ignored, as nginx does.
-        if name != "host" {
-            headers.remove(name.as_str());
-        }
+        gone.extend(
+            connection_tokens(headers)
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+                .filter(|name| *name != HOST),
+        );
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for name in gone {
+        headers.remove(name);
     }
 }
 
@@ -122,62 +132,112 @@ pub fn for_client(headers: &mut HeaderMap, switching_protocols: bool) {
 }
 
 fn set_forwarded(headers: &mut HeaderMap, client: &Client) {
-    let host = client.host.clone().or_else(|| {
-        headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(String::from)
+    let host_field = headers.get(HOST);
+    let host = client
+        .host
+        .as_deref()
+        .or_else(|| host_field.and_then(|h| h.to_str().ok()));
+    let addr = client.addr.map(address_text);
+    let forwarded = forwarded_element(client, addr.as_deref(), host);
+    // A copy of the Host field's value where that is the host (no allocation).
+    let host = host.and_then(|text| match host_field {
+        Some(field) if field.as_bytes() == text.as_bytes() => Some(field.clone()),
+        _ => HeaderValue::from_str(text).ok(),
     });
-    if !client.trusted {
-        for name in [
-            X_FORWARDED_FOR,
-            X_FORWARDED_PROTO,
-            X_FORWARDED_HOST,
-            FORWARDED,
-        ] {
-            headers.remove(name);
+    let proto = HeaderValue::from_static(client.proto);
+    if client.trusted {
+        if let Some(addr) = &addr {
+            append_list(headers, X_FORWARDED_FOR, addr);
+        }
+        set_if_absent(headers, X_FORWARDED_PROTO, proto);
+        if let Some(value) = host {
+            set_if_absent(headers, X_FORWARDED_HOST, value);
+        }
+        append_list(headers, FORWARDED, &forwarded);
+        return;
+    }
+    // What the client sent in these is replaced.
+    match addr.map(HeaderValue::try_from) {
+        Some(Ok(addr)) => {
+            headers.insert(X_FORWARDED_FOR, addr);
+        }
+        _ => {
+            headers.remove(X_FORWARDED_FOR);
         }
     }
-    if let Some(addr) = client.addr {
-        append_list(headers, X_FORWARDED_FOR, &addr.to_string());
-    }
-    set_if_absent(headers, X_FORWARDED_PROTO, client.proto);
-    if let Some(host) = &host {
-        set_if_absent(headers, X_FORWARDED_HOST, host);
-    }
-    append_list(
-        headers,
-        FORWARDED,
-        &forwarded_element(client, host.as_deref()),
-    );
+    headers.insert(X_FORWARDED_PROTO, proto);
+    match host {
+        Some(value) => headers.insert(X_FORWARDED_HOST, value),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+    match HeaderValue::try_from(forwarded) {
+        Ok(value) => headers.insert(FORWARDED, value),
+        Err(_) => headers.remove(FORWARDED),
+    };
 }
 
-/// One `Forwarded` element (RFC 7239 §4): `for=...;proto=...;host=...`.
-fn forwarded_element(client: &Client, host: Option<&str>) -> String {
-    let node = match client.addr {
-        Some(IpAddr::V4(a)) => a.to_string(),
-        Some(IpAddr::V6(a)) => format!("\"[{a}]\""),
-        None => "unknown".to_string(),
+/// An address as X-Forwarded-For has it. An IPv4 address (the common case, on every proxied
+/// request) is written by hand: `Display` through `fmt` costs several times more.
+fn address_text(addr: IpAddr) -> String {
+    let IpAddr::V4(v4) = addr else {
+        return addr.to_string();
     };
-    let mut element = format!("for={node};proto={}", client.proto);
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
+}
+
+/// One `Forwarded` element (RFC 7239 §4): `for=...;proto=...;host=...`, with `addr` the
+/// client's address as [`address_text`] writes it.
+fn forwarded_element(client: &Client, addr: Option<&str>, host: Option<&str>) -> String {
+    let mut element = String::with_capacity(64);
+    element.push_str("for=");
+    match (client.addr, addr) {
+        (Some(IpAddr::V6(_)), Some(text)) => {
+            element.push_str("\"[");
+            element.push_str(text);
+            element.push_str("]\"");
+        }
+        (_, Some(text)) => element.push_str(text),
+        (_, None) => element.push_str("unknown"),
+    }
+    element.push_str(";proto=");
+    element.push_str(client.proto);
     if let Some(host) = host {
         element.push_str(";host=");
-        element.push_str(&quote_if_needed(host));
+        push_quoted_if_needed(&mut element, host);
     }
     element
 }
 
-/// A token as is; anything else as a quoted-string (RFC 7230 §3.2.6).
-fn quote_if_needed(value: &str) -> String {
+/// Appends a token as is; anything else as a quoted-string (RFC 7230 §3.2.6).
+fn push_quoted_if_needed(out: &mut String, value: &str) {
     let token = !value.is_empty()
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if token {
-        value.to_string()
+        out.push_str(value);
     } else {
-        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
-        format!("\"{escaped}\"")
+        out.push('"');
+        for c in value.chars() {
+            if matches!(c, '\\' | '"') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
     }
 }
 
@@ -193,16 +253,14 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
     } else {
         format!("{}, {item}", existing.join(", "))
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    if let Ok(value) = HeaderValue::try_from(value) {
         headers.insert(name, value);
     }
 }
 
-fn set_if_absent(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    if !headers.contains_key(&name) {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
-        }
+fn set_if_absent(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    if let http::header::Entry::Vacant(slot) = headers.entry(name) {
+        slot.insert(value);
     }
 }
 
@@ -308,6 +366,22 @@ mod tests {
             get(&h, "forwarded"),
             Some("for=203.0.113.9;proto=https, for=192.0.2.7;proto=http;host=app.example")
         );
+    }
+
+    #[test]
+    fn ipv4_addresses_are_written_like_display_does() {
+        for text in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.20.30.40",
+            "100.200.255.9",
+            "255.255.255.255",
+        ] {
+            let addr: IpAddr = text.parse().unwrap();
+            assert_eq!(address_text(addr), text);
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(address_text(v6), "2001:db8::1");
     }
 
     #[test]

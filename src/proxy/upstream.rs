@@ -245,13 +245,13 @@ impl Upstream {
     }
 
     fn pool(&self, sender: http1::SendRequest<Body>) {
+        // One clock read for the whole pool: this runs once per proxied request, over every
+        // idle connection (as many as there are concurrent clients).
+        let now = Instant::now();
         let mut idle = lock(&self.idle);
-        idle.retain(|c| c.since.elapsed() < POOL_IDLE_TIMEOUT && !c.sender.is_closed());
+        idle.retain(|c| now.duration_since(c.since) < POOL_IDLE_TIMEOUT && !c.sender.is_closed());
         if idle.len() < POOL_MAX_IDLE {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+            idle.push(Idle { sender, since: now });
         }
     }
 }
