@@ -745,33 +745,7 @@ fn a_silent_connection_is_closed_at_first_request_timeout() {
 /// out, the client gets 504 and a closed connection, and the upstream never got a whole request.
 #[test]
 fn a_slow_body_to_a_waiting_upstream_is_cut_off_at_the_app_timeout() {
-    let upstream = RecordingUpstream::start();
-    let od = hostile_launcher(&upstream, SLOW_CONFIG_TIMEOUT);
-    let (reply, closed) = trickle(
-        od.port,
-        b"POST /wait HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n",
-        &[b'b'; 1000],
-        Duration::from_millis(100),
-        Duration::from_secs(10),
-    );
-    let closed = closed.expect("the connection was still open after 10 s");
-    assert_eq!(
-        statuses(&reply),
-        [504],
-        "{}",
-        String::from_utf8_lossy(&reply)
-    );
-    assert!(
-        closed < Duration::from_millis(2500),
-        "closed after {closed:?}"
-    );
-    wait_until(
-        "the upstream to see its connection close",
-        Duration::from_secs(5),
-        || upstream.snapshot().iter().any(|r| r.target == "/wait"),
-    );
-    let received = upstream.take();
-    assert!(received.iter().all(|r| r.truncated), "{received:#?}");
+    body_cut_off_at_the_app_timeout("/wait", &[b'b'; 1000], Duration::from_millis(100), 504);
 }
 
 /// A body that stops halfway, to an upstream that answered at once: the answer reaches the
@@ -779,19 +753,26 @@ fn a_slow_body_to_a_waiting_upstream_is_cut_off_at_the_app_timeout() {
 /// the client's connection and the upstream's.
 #[test]
 fn a_stalled_body_after_an_early_answer_is_given_up_at_the_app_timeout() {
+    body_cut_off_at_the_app_timeout("/early", b"0123456789", Duration::from_millis(10), 200);
+}
+
+/// POSTs a 1000-byte body to `target`, sending `sent` a byte per `interval`: the client gets
+/// `status` and a connection closed within 2.5 s, and the upstream only a truncated request.
+fn body_cut_off_at_the_app_timeout(target: &str, sent: &[u8], interval: Duration, status: u16) {
     let upstream = RecordingUpstream::start();
     let od = hostile_launcher(&upstream, SLOW_CONFIG_TIMEOUT);
+    let head = format!("POST {target} HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n");
     let (reply, closed) = trickle(
         od.port,
-        b"POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n",
-        b"0123456789",
-        Duration::from_millis(10),
+        head.as_bytes(),
+        sent,
+        interval,
         Duration::from_secs(10),
     );
     let closed = closed.expect("the connection was still open after 10 s");
     assert_eq!(
         statuses(&reply),
-        [200],
+        [status],
         "{}",
         String::from_utf8_lossy(&reply)
     );
@@ -802,7 +783,7 @@ fn a_stalled_body_after_an_early_answer_is_given_up_at_the_app_timeout() {
     wait_until(
         "the upstream to see its connection close",
         Duration::from_secs(5),
-        || upstream.snapshot().iter().any(|r| r.target == "/early"),
+        || upstream.snapshot().iter().any(|r| r.target == target),
     );
     let received = upstream.take();
     assert!(received.iter().all(|r| r.truncated), "{received:#?}");
