@@ -2,9 +2,10 @@
 
 pub mod generate;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use crate::listen::ListenAddr;
 
@@ -80,6 +81,40 @@ pub struct ConfigArg {
     pub config: Option<PathBuf>,
 }
 
+impl Cli {
+    /// Parses the command line. `serve`, run on every activation, is tried first with a parser
+    /// of its own arguments only: building the whole command tree (every subcommand with its
+    /// arguments and help) is a fifth of the instructions of a cold start. Anything that parser
+    /// does not accept (help, a mistake, another command) goes to the full parser, so every
+    /// message and help text is the one of the whole command line.
+    pub fn parse_args() -> Result<Cli, clap::Error> {
+        Cli::parse_from_args(std::env::args_os().collect())
+    }
+
+    fn parse_from_args(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+        if let Some(serve) = serve_only(&args) {
+            return Ok(Cli {
+                command: Command::Serve(serve),
+            });
+        }
+        Cli::try_parse_from(args)
+    }
+}
+
+/// `ondemand serve ...` parsed by a parser of `serve`'s arguments alone; None when that is not
+/// the command or when the arguments need the full parser's help or error message.
+fn serve_only(args: &[OsString]) -> Option<ServeArgs> {
+    if args.get(1).is_none_or(|a| a != "serve") {
+        return None;
+    }
+    let serve = ServeArgs::augment_args(clap::Command::new("serve"))
+        .no_binary_name(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true);
+    let matches = serve.try_get_matches_from(&args[2..]).ok()?;
+    ServeArgs::from_arg_matches(&matches).ok()
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -92,4 +127,57 @@ pub struct ServeArgs {
     /// socket speaks TLS (systemd names its sockets with FileDescriptorName= instead).
     #[arg(long, value_name = "NAME", default_value = "http", value_parser = ["http", "https"])]
     pub xinetd_socket_name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn serve_is_parsed_by_its_own_parser_as_the_full_one_does() {
+        let line = args(&[
+            "ondemand",
+            "serve",
+            "--config",
+            "/etc/x.toml",
+            "-l",
+            "127.0.0.1:8080",
+            "--listen=unix:/run/a.sock",
+            "--xinetd-socket-name",
+            "https",
+        ]);
+        let fast = serve_only(&line).expect("the serve-only parser takes a valid serve line");
+        let Command::Serve(full) = Cli::try_parse_from(&line).unwrap().command else {
+            panic!("not serve");
+        };
+        assert_eq!(format!("{fast:?}"), format!("{full:?}"));
+        assert!(serve_only(&args(&["ondemand", "serve"])).is_some());
+    }
+
+    #[test]
+    fn help_mistakes_and_other_commands_get_the_full_parser() {
+        for line in [
+            &["ondemand", "serve", "--help"][..],
+            &["ondemand", "serve", "-h"],
+            &["ondemand", "serve", "--version"],
+            &["ondemand", "serve", "--bogus"],
+            &["ondemand", "serve", "--xinetd-socket-name", "ftp"],
+            &["ondemand", "check"],
+            &["ondemand"],
+        ] {
+            assert!(serve_only(&args(line)).is_none(), "{line:?}");
+        }
+        let help = Cli::parse_from_args(args(&["ondemand", "serve", "--help"])).unwrap_err();
+        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert!(help.to_string().contains("Usage: ondemand serve"), "{help}");
+        let wrong = Cli::parse_from_args(args(&["ondemand", "serve", "--bogus"])).unwrap_err();
+        assert!(
+            wrong.to_string().contains("Usage: ondemand serve"),
+            "{wrong}"
+        );
+    }
 }

@@ -4,8 +4,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use ondemand::cli::{ActArgs, Cli, Command, ConfigArg, ServeArgs};
 use ondemand::listen::{self, activation, Listeners, NamedListener};
 use ondemand::{config, logging};
@@ -21,7 +19,7 @@ fn main() -> ExitCode {
     // SAFETY: no thread has been started yet.
     let systemd = unsafe { activation::take_systemd_sockets() };
 
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) if under_xinetd && e.use_stderr() => return fail(&format!("{e}"), true),
         Err(e) => e.exit(),
