@@ -6,10 +6,11 @@
 //! bodies) are cut off by the deadlines, and 10,000 connections at once stay within
 //! `max_connections` without the launcher running out of descriptors.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,12 @@ struct RecordingUpstream {
     port: u16,
     received: Arc<Mutex<Vec<Received>>>,
     stop: Arc<AtomicBool>,
+    conns: Arc<Connections>,
 }
+
+/// The upstream's open connections, to tell when nothing is left to record: each one's socket
+/// (to peek at bytes not read yet) and whether a request is being read from it.
+type Connections = Mutex<HashMap<u64, (TcpStream, bool)>>;
 
 /// Requests for targets starting with this are answered as soon as their head is read, before
 /// their body.
@@ -61,22 +67,52 @@ impl RecordingUpstream {
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (rec, stop2) = (received.clone(), stop.clone());
+        let conns = Arc::new(Connections::default());
+        let (rec, stop2, conns2) = (received.clone(), stop.clone(), conns.clone());
         std::thread::spawn(move || {
+            let ids = AtomicU64::new(0);
             for stream in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
-                let rec = rec.clone();
-                std::thread::spawn(move || serve_recorded(stream, &rec));
+                let Ok(watched) = stream.try_clone() else {
+                    continue;
+                };
+                let id = ids.fetch_add(1, Ordering::SeqCst);
+                conns2.lock().unwrap().insert(id, (watched, false));
+                let (rec, conns) = (rec.clone(), conns2.clone());
+                std::thread::spawn(move || {
+                    serve_recorded(stream, &rec, &conns, id);
+                    conns.lock().unwrap().remove(&id);
+                });
             }
         });
         RecordingUpstream {
             port,
             received,
             stop,
+            conns,
         }
+    }
+
+    /// Nothing left to record: no request half read, and no connection with bytes (or its end)
+    /// that its thread has not read yet. Idle keep-alive connections may stay open.
+    fn settled(&self) -> bool {
+        use nix::sys::socket::{recv, MsgFlags};
+        let mut byte = [0u8; 1];
+        self.conns
+            .lock()
+            .unwrap()
+            .values()
+            .all(|(stream, reading)| {
+                !reading
+                    && recv(
+                        stream.as_raw_fd(),
+                        &mut byte,
+                        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+                    ) == Err(nix::errno::Errno::EAGAIN)
+            })
     }
 
     fn take(&self) -> Vec<Received> {
@@ -156,20 +192,32 @@ impl Incoming {
     }
 }
 
-fn serve_recorded(stream: TcpStream, received: &Mutex<Vec<Received>>) {
+fn serve_recorded(
+    stream: TcpStream,
+    received: &Mutex<Vec<Received>>,
+    conns: &Connections,
+    id: u64,
+) {
     let mut conn = Incoming {
         stream,
         buf: VecDeque::new(),
         ended: false,
     };
+    let reading = |now: bool| {
+        if let Some(c) = conns.lock().unwrap().get_mut(&id) {
+            c.1 = now;
+        }
+    };
     loop {
         if !conn.fill(1) {
             return; // closed between requests: clean
         }
+        reading(true);
         let request = read_request(&mut conn);
         let broken = request.framing_error.is_some() || request.truncated;
         let answered = request.target.starts_with(EARLY);
         received.lock().unwrap().push(request);
+        reading(false);
         if broken || !answered && conn.stream.write_all(UPSTREAM_ANSWER).is_err() {
             return;
         }
@@ -553,6 +601,13 @@ fn flush(od: &Ondemand, upstream: &RecordingUpstream, n: usize) {
     wait_until("the marker at the upstream", Duration::from_secs(5), || {
         upstream.snapshot().iter().any(|r| r.target == marker)
     });
+    // A request of this entry that ondemand abandoned (a client body that turned out broken)
+    // ends on a connection of its own, which the marker's need not wait for.
+    wait_until(
+        "the upstream to record all it got",
+        Duration::from_secs(5),
+        || upstream.settled(),
+    );
 }
 
 /// Checks one corpus entry; returns what went wrong, if anything.
