@@ -15,6 +15,7 @@ use crate::idle::Activity;
 use crate::proxy::balance::UpstreamSet;
 use crate::proxy::upstream::{Address, Upstream};
 use crate::proxy::{self, headers, Limits};
+use crate::routing::path::RequestPath;
 
 /// Default for `timeout`: how long an upstream may take to start its response.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -71,7 +72,7 @@ impl Proxy {
         &self,
         app: &str,
         prefix: &str,
-        path: &str,
+        path: &RequestPath,
         req: Request<Incoming>,
         client: headers::Client,
         activity: &Activity,
@@ -88,12 +89,13 @@ impl Proxy {
     }
 }
 
-/// The path to send upstream: `path` itself, or with `strip_prefix` without the app's prefix.
-pub fn upstream_path(strip_prefix: bool, prefix: &str, path: &str) -> String {
-    if strip_prefix {
-        strip(prefix, path)
-    } else {
-        path.to_string()
+/// The path to send upstream: `path` itself, or with `strip_prefix` without the app's prefix;
+/// `None` when that is the request's own target, to be sent as it came.
+pub fn upstream_path(strip_prefix: bool, prefix: &str, path: &RequestPath) -> Option<String> {
+    match path {
+        _ if strip_prefix => Some(strip(prefix, path.as_str())),
+        RequestPath::AsSent(_) => None,
+        RequestPath::Normalized(path) => Some(path.clone()),
     }
 }
 

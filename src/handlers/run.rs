@@ -60,7 +60,7 @@ impl Run {
         &self,
         app: &str,
         prefix: &str,
-        path: &str,
+        path: &crate::routing::path::RequestPath,
         req: Request<Incoming>,
         client: headers::Client,
         launcher: &Activity,

@@ -40,8 +40,8 @@ pub struct Client {
     pub addr: Option<IpAddr>,
     /// "http" or "https": how the request reached ondemand.
     pub proto: &'static str,
-    /// The host the client asked for (Host or :authority), if any.
-    pub host: Option<String>,
+    /// The host the client asked for (Host or :authority) as it wrote it, if any: visible ASCII.
+    pub host: Option<HeaderValue>,
     /// True when the peer is a configured trusted proxy: its X-Forwarded-* and Forwarded are kept.
     pub trusted: bool,
 }
@@ -132,18 +132,16 @@ pub fn for_client(headers: &mut HeaderMap, switching_protocols: bool) {
 }
 
 fn set_forwarded(headers: &mut HeaderMap, client: &Client) {
-    let host_field = headers.get(HOST);
     let host = client
         .host
-        .as_deref()
-        .or_else(|| host_field.and_then(|h| h.to_str().ok()));
+        .clone()
+        .or_else(|| headers.get(HOST).filter(|h| h.to_str().is_ok()).cloned());
     let addr = client.addr.map(address_text);
-    let forwarded = forwarded_element(client, addr.as_deref(), host);
-    // A copy of the Host field's value where that is the host (no allocation).
-    let host = host.and_then(|text| match host_field {
-        Some(field) if field.as_bytes() == text.as_bytes() => Some(field.clone()),
-        _ => HeaderValue::from_str(text).ok(),
-    });
+    let forwarded = forwarded_element(
+        client,
+        addr.as_deref(),
+        host.as_ref().and_then(|h| h.to_str().ok()),
+    );
     let proto = HeaderValue::from_static(client.proto);
     if client.trusted {
         if let Some(addr) = &addr {
@@ -283,7 +281,7 @@ mod tests {
         Client {
             addr: Some("192.0.2.7".parse().unwrap()),
             proto: "http",
-            host: Some("app.example".into()),
+            host: Some(HeaderValue::from_static("app.example")),
             trusted,
         }
     }
@@ -388,7 +386,7 @@ mod tests {
     fn ipv6_and_unix_peers_in_forwarded() {
         let mut c = client(false);
         c.addr = Some("2001:db8::1".parse().unwrap());
-        c.host = Some("app.example:8080".into());
+        c.host = Some(HeaderValue::from_static("app.example:8080"));
         let mut h = HeaderMap::new();
         for_upstream(&mut h, &c, false);
         assert_eq!(

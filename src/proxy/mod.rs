@@ -49,8 +49,9 @@ pub struct Limits {
 /// One request to forward, with what the proxy needs to know about it.
 pub struct Forward<'a> {
     pub app: &'a str,
-    /// The path to send upstream (already normalized; the app's prefix already removed if asked).
-    pub path: String,
+    /// The path to send upstream (already normalized; the app's prefix already removed if asked);
+    /// `None` to send the request's own target (path and query) as it came.
+    pub path: Option<String>,
     pub client: headers::Client,
     /// What an open WebSocket tunnel counts as activity of: the launcher's, and the app's own
     /// for an on-demand app.
@@ -161,11 +162,11 @@ fn upstream_request(
     fwd: &Forward<'_>,
 ) -> Option<Request<Body>> {
     let (mut parts, body) = req.into_parts();
-    let target = match parts.uri.query() {
-        Some(q) => format!("{}?{q}", fwd.path),
-        None => fwd.path.clone(),
+    let target = match (&fwd.path, parts.uri.query()) {
+        (None, _) => parts.uri.path_and_query()?.clone(),
+        (Some(path), Some(q)) => PathAndQuery::try_from(format!("{path}?{q}")).ok()?,
+        (Some(path), None) => PathAndQuery::try_from(path.as_str()).ok()?,
     };
-    let target = PathAndQuery::try_from(target).ok()?;
     // HTTP/2 carries the host in :authority, and an absolute-form target (`GET http://a/x`)
     // carries it in the target, which then overrides any Host field (RFC 9112 §3.2.2): the
     // upstream gets the host the request was routed by, in the Host field HTTP/1.1 requires.

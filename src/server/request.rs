@@ -2,6 +2,7 @@
 //! route to the app, run its handler, and tie the request's activity to the response body so the
 //! launcher counts it busy until the last byte is sent.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -10,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 
@@ -22,7 +23,8 @@ use crate::handlers::{plain, Body, BodyInService, BoxError};
 use crate::idle::ActivityGuard;
 use crate::metrics::AppStats;
 use crate::proxy::headers;
-use crate::routing::{path, request_host};
+use crate::routing::host_key;
+use crate::routing::path::{self, RequestPath};
 use crate::tls::redirect;
 
 /// Answers one request. The request counts as in flight from this call (before the returned
@@ -130,7 +132,9 @@ impl RequestLine {
                 Version::HTTP_2 => "HTTP/2.0",
                 _ => "HTTP/1.1",
             },
-            host: raw_host(req).unwrap_or_default(),
+            host: raw_host(req)
+                .and_then(|h| h.to_str().ok().map(String::from))
+                .unwrap_or_default(),
         }
     }
 }
@@ -196,7 +200,7 @@ async fn route_and_answer(
         } => (app, path, host, trusted),
         Route::Answered(answer) => return (answer, None),
     };
-    tracing::debug!(app = %app.name, method = %req.method(), path, "request");
+    tracing::debug!(app = %app.name, method = %req.method(), path = path.as_str(), "request");
     let client = client(peer, tls, host, trusted);
     let response = answer(req, &app, path, client, shared).await;
     (response, Some(app))
@@ -205,14 +209,15 @@ async fn route_and_answer(
 async fn answer(
     req: Request<Incoming>,
     app: &App,
-    path: String,
+    path: RequestPath,
     client: headers::Client,
     shared: &Shared,
 ) -> Response<Body> {
     let (tls, trusted) = (client.proto == "https", client.trusted);
     if let Some(port) = app.https_redirect {
         if !redirect::came_over_https(tls, trusted, req.headers()) {
-            return redirect::to_https(&req, client.host.as_deref(), port);
+            let host = client.host.as_ref().and_then(|h| h.to_str().ok());
+            return redirect::to_https(&req, host, port);
         }
     }
     let handler = match &app.handler {
@@ -230,7 +235,7 @@ async fn answer(
         Handler::Respond(respond) => respond.response(),
         Handler::Static(files) => {
             let (parts, _body) = req.into_parts();
-            Box::pin(files.serve(&app.name, &app.path, &path, parts)).await
+            Box::pin(files.serve(&app.name, &app.path, path.as_str(), parts)).await
         }
         Handler::Proxy(proxy) => {
             Box::pin(proxy.serve(&app.name, &app.path, &path, req, client, &shared.activity)).await
@@ -256,7 +261,7 @@ fn no_such_version(app: &str) -> Response<Body> {
 fn client(
     peer: Option<std::net::IpAddr>,
     tls: bool,
-    host: Option<String>,
+    host: Option<HeaderValue>,
     trusted: bool,
 ) -> headers::Client {
     headers::Client {
@@ -271,9 +276,9 @@ fn client(
 enum Route {
     To {
         app: Arc<App>,
-        path: String,
+        path: RequestPath,
         /// The host as the client sent it (for X-Forwarded-Host).
-        host: Option<String>,
+        host: Option<HeaderValue>,
         /// The peer is a trusted proxy.
         trusted: bool,
     },
@@ -301,7 +306,7 @@ fn route(req: &Request<Incoming>, shared: &Shared, peer: Option<std::net::IpAddr
     } else {
         req.uri().path()
     };
-    let path = match path::normalize(raw_path) {
+    let path = match path::normalized(raw_path) {
         Ok(p) => p,
         Err(why) => return Route::Answered(bad_request(&format!("bad request path: {why}"))),
     };
@@ -312,7 +317,7 @@ fn route(req: &Request<Incoming>, shared: &Shared, peer: Option<std::net::IpAddr
     else {
         tracing::debug!(
             host = host.as_deref().unwrap_or("-"),
-            path,
+            path = &*path,
             "no app matches"
         );
         return Route::Answered(plain(
@@ -323,6 +328,7 @@ fn route(req: &Request<Incoming>, shared: &Shared, peer: Option<std::net::IpAddr
             ),
         ));
     };
+    let path = RequestPath::new(path, req.uri().path_and_query());
     Route::To {
         app,
         path,
@@ -342,34 +348,34 @@ fn bad_request(why: &str) -> Response<Body> {
     resp
 }
 
-/// The host exactly as the client wrote it, port included (for X-Forwarded-Host and Forwarded).
-fn raw_host(req: &Request<Incoming>) -> Option<String> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(String::from)
-        })
+/// The host exactly as the client wrote it, port included (for X-Forwarded-Host and Forwarded):
+/// the Host field itself (no copy), or the URI's authority.
+fn raw_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+    match req.uri().authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .filter(|h| h.to_str().is_ok())
+            .cloned(),
+    }
 }
 
 /// The request's host for routing: the URI authority (HTTP/2, absolute-form) or the Host header.
 /// HTTP/1.1 requires a Host header (RFC 9112 §3.2); HTTP/1.0 may go without.
-fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
+fn host_of(req: &Request<Incoming>) -> Result<Option<Cow<'_, str>>, &'static str> {
     if let Some(authority) = req.uri().authority() {
         if authority.as_str().contains('@') {
             return Err("the request target carries user information (user@host)");
         }
-        return Ok(Some(request_host(authority.as_str())));
+        return Ok(Some(host_key(authority.as_str())));
     }
     let mut hosts = req.headers().get_all(http::header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err("more than one Host header"),
         (Some(h), None) => match h.to_str() {
             Ok("") => Ok(None),
-            Ok(h) if is_authority(h) => Ok(Some(request_host(h))),
+            Ok(h) if is_authority(h) => Ok(Some(host_key(h))),
             _ => Err("the Host header is not a host name with an optional port"),
         },
         (None, _) if req.version() == Version::HTTP_11 => {
@@ -381,7 +387,15 @@ fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
 
 /// True for `host[:port]` as RFC 9110 §7.2 allows it in Host (no user info, path or spaces).
 fn is_authority(host: &str) -> bool {
-    !host.contains('@') && http::uri::Authority::try_from(host).is_ok()
+    // A name or IPv4 address with an optional port, as nearly every Host field is, is one
+    // without the copy that building an `Authority` makes.
+    let (name, port) = host.split_once(':').unwrap_or((host, ""));
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && port.bytes().all(|b| b.is_ascii_digit());
+    plain || (!host.contains('@') && http::uri::Authority::try_from(host).is_ok())
 }
 
 /// A request in flight: launcher activity plus the connection's count of requests in service.
