@@ -71,7 +71,7 @@ pub async fn forward(
     }
     let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let Some(outgoing) = upstream_request(req, limits, &fwd) else {
+    let Some(outgoing) = upstream_request(req, upgrade, limits, &fwd) else {
         return error_response(
             StatusCode::BAD_REQUEST,
             fwd.app,
@@ -156,8 +156,10 @@ fn too_large(app: &str, max: u64) -> Response<Body> {
 }
 
 /// The request as the upstream gets it: origin-form target, HTTP/1.1, headers rewritten.
+/// `upgrade`: the request asks to switch protocols (see [`headers::wants_upgrade`]).
 fn upstream_request(
     req: Request<Incoming>,
+    upgrade: bool,
     limits: &Limits,
     fwd: &Forward<'_>,
 ) -> Option<Request<Body>> {
@@ -177,7 +179,6 @@ fn upstream_request(
     {
         parts.headers.insert(HOST, host);
     }
-    let upgrade = parts.version == Version::HTTP_11 && headers::wants_upgrade(&parts.headers);
     headers::for_upstream(&mut parts.headers, &fwd.client, upgrade);
     parts.uri = Uri::from(target);
     parts.version = Version::HTTP_11;

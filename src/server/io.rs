@@ -26,12 +26,15 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::idle::ActivityGuard;
+use crate::proxy::headers::PeerAddress;
 
 /// What the server knows about one connection, shared by its reads and its requests.
 #[derive(Debug)]
 pub struct ConnState {
     /// The client's address; `None` for a unix-socket peer.
     pub peer: Option<std::net::IpAddr>,
+    /// The same with its text for the forwarding fields, made once for all its requests.
+    pub peer_address: Option<PeerAddress>,
     /// It came in on a socket that speaks TLS: its requests are `https`.
     pub tls: bool,
     /// When it was accepted; the first request is due `first_request_timeout` after this.
@@ -60,6 +63,7 @@ impl ConnState {
     ) -> Self {
         ConnState {
             peer,
+            peer_address: peer.map(PeerAddress::new),
             tls,
             accepted_at,
             in_service: AtomicUsize::new(0),

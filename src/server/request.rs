@@ -54,7 +54,7 @@ pub fn handle(
         conn: conn.clone(),
     };
     let shared = shared.clone();
-    let (peer, tls) = (conn.peer, conn.tls);
+    let peer = conn.peer;
     let started = Instant::now();
     let line = (access_log != AccessLog::Off).then(|| RequestLine::of(&req));
     // The body of a response to HEAD is never sent: the response is complete with its head.
@@ -64,7 +64,7 @@ pub fn handle(
         let (mut response, app) = if probe {
             (plain(StatusCode::OK, "ok\n".into()), None)
         } else {
-            route_and_answer(req, &shared, peer, tls).await
+            route_and_answer(req, &shared, &in_flight.conn).await
         };
         if http1 && shared.stopping.load(Ordering::SeqCst) {
             close_after(&mut response);
@@ -188,10 +188,9 @@ impl Drop for Finish {
 async fn route_and_answer(
     req: Request<Incoming>,
     shared: &Shared,
-    peer: Option<std::net::IpAddr>,
-    tls: bool,
+    conn: &ConnState,
 ) -> (Response<Body>, Option<Arc<App>>) {
-    let (app, path, host, trusted) = match route(&req, shared, peer) {
+    let (app, path, host, trusted) = match route(&req, shared, conn.peer) {
         Route::To {
             app,
             path,
@@ -201,7 +200,7 @@ async fn route_and_answer(
         Route::Answered(answer) => return (answer, None),
     };
     tracing::debug!(app = %app.name, method = %req.method(), path = path.as_str(), "request");
-    let client = client(peer, tls, host, trusted);
+    let client = client(conn, host, trusted);
     let response = answer(req, &app, path, client, shared).await;
     (response, Some(app))
 }
@@ -258,15 +257,10 @@ fn no_such_version(app: &str) -> Response<Body> {
     )
 }
 
-fn client(
-    peer: Option<std::net::IpAddr>,
-    tls: bool,
-    host: Option<HeaderValue>,
-    trusted: bool,
-) -> headers::Client {
+fn client(conn: &ConnState, host: Option<HeaderValue>, trusted: bool) -> headers::Client {
     headers::Client {
-        addr: peer,
-        proto: if tls { "https" } else { "http" },
+        addr: conn.peer_address.clone(),
+        proto: if conn.tls { "https" } else { "http" },
         host,
         trusted,
     }
