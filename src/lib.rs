@@ -34,6 +34,7 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod shutdown;
+pub mod timer;
 pub mod tls;
 
 /// What the fuzz targets in `fuzz/` call: the functions `ondemand check` and the router use,

@@ -11,7 +11,6 @@ use toml::Spanned;
 
 use super::Body;
 use crate::config::{Located, ProxyFile, UpstreamFile};
-use crate::idle::Activity;
 use crate::proxy::balance::UpstreamSet;
 use crate::proxy::upstream::{Address, Upstream};
 use crate::proxy::{self, headers, Limits};
@@ -75,15 +74,16 @@ impl Proxy {
         path: &RequestPath,
         req: Request<Incoming>,
         client: headers::Client,
-        activity: &Activity,
+        served: proxy::Served<'_>,
     ) -> Response<Body> {
         let path = upstream_path(self.strip_prefix, prefix, path);
         let fwd = proxy::Forward {
             app,
             path,
             client,
-            launcher: activity,
+            launcher: served.launcher,
             app_activity: None,
+            timers: served.timers,
         };
         proxy::forward(req, &self.upstreams, &self.limits, fwd).await
     }

@@ -16,7 +16,6 @@ use crate::apps::bulkhead::Full;
 use crate::apps::runner::{Refusal, Runner};
 use crate::apps::spec::RunSpec;
 use crate::config::{Located, RunFile};
-use crate::idle::Activity;
 use crate::proxy::{self, error_response, headers};
 
 /// An on-demand app.
@@ -63,7 +62,7 @@ impl Run {
         path: &crate::routing::path::RequestPath,
         req: Request<Incoming>,
         client: headers::Client,
-        launcher: &Activity,
+        served: proxy::Served<'_>,
     ) -> Response<Body> {
         let runner = self.runner();
         let in_app = runner.activity.begin();
@@ -80,8 +79,9 @@ impl Run {
             app,
             path,
             client,
-            launcher,
+            launcher: served.launcher,
             app_activity: Some(&runner.activity),
+            timers: served.timers,
         };
         let response = proxy::forward(req, &upstreams, &runner.spec().limits, fwd).await;
         response.map(|body| hold(body, (place, in_app)))

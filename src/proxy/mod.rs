@@ -33,6 +33,7 @@ use hyper::client::conn::http1;
 use crate::access::UpstreamTime;
 use crate::handlers::{plain, Body, BodyInService, BoxError};
 use crate::idle::Activity;
+use crate::timer::{self, LentDeadline, TimerSlot};
 use balance::UpstreamSet;
 use request_body::{BodyStalled, StallLimited};
 use upstream::{InFlight, Upstream};
@@ -46,6 +47,15 @@ pub struct Limits {
     pub max_body: Option<u64>,
 }
 
+/// What a request is served with, besides itself: the launcher's activity (an open WebSocket
+/// tunnel counts as activity) and the timer its connection lends for the response deadline.
+#[derive(Clone, Copy)]
+pub struct Served<'a> {
+    pub launcher: &'a Activity,
+    /// `None`: the request makes a timer of its own.
+    pub timers: Option<&'a TimerSlot>,
+}
+
 /// One request to forward, with what the proxy needs to know about it.
 pub struct Forward<'a> {
     pub app: &'a str,
@@ -57,6 +67,8 @@ pub struct Forward<'a> {
     /// for an on-demand app.
     pub launcher: &'a Activity,
     pub app_activity: Option<&'a Activity>,
+    /// Where the timer for the app's `timeout` comes from.
+    pub timers: Option<&'a TimerSlot>,
 }
 
 /// Forwards `req` to one of `upstreams` and returns the response (or ondemand's own error answer).
@@ -80,27 +92,31 @@ pub async fn forward(
     };
     let mut last_tried = None;
     let sent = tokio::time::Instant::now();
+    let mut deadline = match fwd.timers {
+        Some(slot) => slot.lend(sent + limits.timeout),
+        None => LentDeadline::own(sent + limits.timeout),
+    };
     let exchange = exchange(outgoing, upstreams, limits, fwd.app, &mut last_tried);
-    let (response, upstream, sender, in_flight) =
-        match tokio::time::timeout(limits.timeout, exchange).await {
-            Ok(Ok(done)) => done,
-            Ok(Err(failure)) => return failure,
-            Err(_) => {
-                let within = humantime::format_duration(limits.timeout);
-                let upstream =
-                    last_tried.map_or_else(String::new, |u: Arc<Upstream>| u.address.to_string());
-                tracing::warn!(
-                    app = fwd.app,
-                    upstream = %upstream,
-                    "upstream did not answer within {within} (timeout)"
-                );
-                return error_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    fwd.app,
-                    &format!("the upstream did not answer within {within}"),
-                );
-            }
-        };
+    let (response, upstream, sender, in_flight) = match timer::within(&mut deadline, exchange).await
+    {
+        Some(Ok(done)) => done,
+        Some(Err(failure)) => return failure,
+        None => {
+            let within = humantime::format_duration(limits.timeout);
+            let upstream =
+                last_tried.map_or_else(String::new, |u: Arc<Upstream>| u.address.to_string());
+            tracing::warn!(
+                app = fwd.app,
+                upstream = %upstream,
+                "upstream did not answer within {within} (timeout)"
+            );
+            return error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                fwd.app,
+                &format!("the upstream did not answer within {within}"),
+            );
+        }
+    };
     let (mut parts, body) = response.into_parts();
     parts.extensions.insert(UpstreamTime(sent.elapsed()));
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;

@@ -201,7 +201,11 @@ async fn route_and_answer(
     };
     tracing::debug!(app = %app.name, method = %req.method(), path = path.as_str(), "request");
     let client = client(conn, host, trusted);
-    let response = answer(req, &app, path, client, shared).await;
+    let served = crate::proxy::Served {
+        launcher: &shared.activity,
+        timers: Some(&conn.request_timer),
+    };
+    let response = answer(req, &app, path, client, served).await;
     (response, Some(app))
 }
 
@@ -210,7 +214,7 @@ async fn answer(
     app: &App,
     path: RequestPath,
     client: headers::Client,
-    shared: &Shared,
+    served: crate::proxy::Served<'_>,
 ) -> Response<Body> {
     let (tls, trusted) = (client.proto == "https", client.trusted);
     if let Some(port) = app.https_redirect {
@@ -237,10 +241,10 @@ async fn answer(
             Box::pin(files.serve(&app.name, &app.path, path.as_str(), parts)).await
         }
         Handler::Proxy(proxy) => {
-            Box::pin(proxy.serve(&app.name, &app.path, &path, req, client, &shared.activity)).await
+            Box::pin(proxy.serve(&app.name, &app.path, &path, req, client, served)).await
         }
         Handler::Run(run) => {
-            Box::pin(run.serve(&app.name, &app.path, &path, req, client, &shared.activity)).await
+            Box::pin(run.serve(&app.name, &app.path, &path, req, client, served)).await
         }
         // Versions hold plain handlers only (the config allows no versions of versions).
         Handler::Versions(_) => no_such_version(&app.name),
