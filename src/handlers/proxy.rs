@@ -84,6 +84,7 @@ impl Proxy {
             launcher: served.launcher,
             app_activity: None,
             timers: served.timers,
+            upstream_time: served.upstream_time,
         };
         proxy::forward(req, &self.upstreams, &self.limits, fwd).await
     }

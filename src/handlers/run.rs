@@ -82,6 +82,7 @@ impl Run {
             launcher: served.launcher,
             app_activity: Some(&runner.activity),
             timers: served.timers,
+            upstream_time: served.upstream_time,
         };
         let response = proxy::forward(req, &upstreams, &runner.spec().limits, fwd).await;
         response.map(|body| hold(body, (place, in_app)))

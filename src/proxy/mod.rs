@@ -18,7 +18,7 @@ mod tunnel;
 pub mod upstream;
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,7 +30,6 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 
-use crate::access::UpstreamTime;
 use crate::handlers::{plain, Body, BodyInService, BoxError};
 use crate::idle::Activity;
 use crate::timer::{self, LentDeadline, TimerSlot};
@@ -54,6 +53,8 @@ pub struct Served<'a> {
     pub launcher: &'a Activity,
     /// `None`: the request makes a timer of its own.
     pub timers: Option<&'a TimerSlot>,
+    /// Where to note the time the upstream took to send its response head (for the access log).
+    pub upstream_time: Option<&'a OnceLock<Duration>>,
 }
 
 /// One request to forward, with what the proxy needs to know about it.
@@ -69,6 +70,8 @@ pub struct Forward<'a> {
     pub app_activity: Option<&'a Activity>,
     /// Where the timer for the app's `timeout` comes from.
     pub timers: Option<&'a TimerSlot>,
+    /// See [`Served::upstream_time`].
+    pub upstream_time: Option<&'a OnceLock<Duration>>,
 }
 
 /// Forwards `req` to one of `upstreams` and returns the response (or ondemand's own error answer).
@@ -118,7 +121,9 @@ pub async fn forward(
         }
     };
     let (mut parts, body) = response.into_parts();
-    parts.extensions.insert(UpstreamTime(sent.elapsed()));
+    if let Some(time) = fwd.upstream_time {
+        let _ = time.set(sent.elapsed());
+    }
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::for_client(&mut parts.headers, switching);
     if switching {
@@ -224,16 +229,18 @@ async fn exchange(
     last_tried: &mut Option<Arc<Upstream>>,
 ) -> Result<Exchanged, Response<Body>> {
     let mut req = req;
+    // Only a refused upstream is noted: most requests are sent to the first one picked, and then
+    // the list is never allocated.
     let mut tried = Vec::new();
     let mut refused = None;
     while let Some(index) = upstreams.pick(&tried) {
-        tried.push(index);
         let upstream = upstreams.upstreams[index].clone();
         *last_tried = Some(upstream.clone());
         let in_flight = upstream.begin();
         match send(&upstream, req).await {
             Ok((response, sender)) => return Ok((response, upstream, sender, in_flight)),
             Err(Failure::Refused(e, back)) => {
+                tried.push(index);
                 tracing::warn!(app, upstream = %upstream.address, "{e}");
                 refused = Some(e);
                 req = *back;

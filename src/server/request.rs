@@ -6,18 +6,17 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 
 use super::io::ConnState;
 use super::Shared;
-use crate::access::{self, UpstreamTime};
+use crate::access;
 use crate::config::{AccessLog, App, Handler};
 use crate::handlers::{plain, Body, BodyInService, BoxError};
 use crate::idle::ActivityGuard;
@@ -34,7 +33,7 @@ pub fn handle(
     req: Request<Incoming>,
     shared: &Arc<Shared>,
     conn: &Arc<ConnState>,
-) -> impl Future<Output = Response<Body>> + Send + 'static {
+) -> impl Future<Output = Response<InFlightBody>> + Send + 'static {
     let settings = &shared.config.load().server;
     // A load balancer's health probe is answered by the launcher and is no activity at all.
     let probe = settings
@@ -61,10 +60,11 @@ pub fn handle(
     let head = req.method() == Method::HEAD;
     let http1 = req.version() < Version::HTTP_2;
     async move {
+        let upstream_time = OnceLock::new();
         let (mut response, app) = if probe {
             (plain(StatusCode::OK, "ok\n".into()), None)
         } else {
-            route_and_answer(req, &shared, &in_flight.conn).await
+            route_and_answer(req, &shared, &in_flight.conn, &upstream_time).await
         };
         if http1 && shared.stopping.load(Ordering::SeqCst) {
             close_after(&mut response);
@@ -76,7 +76,7 @@ pub fn handle(
         let finish = Finish {
             started,
             status: response.status().as_u16(),
-            upstream: response.extensions().get::<UpstreamTime>().map(|u| u.0),
+            upstream: upstream_time.get().copied(),
             stats,
             access: line.map(|line| (access_log, line, peer, app.map(|a| a.name.clone()))),
             bytes: 0,
@@ -91,7 +91,6 @@ pub fn handle(
                 finish,
                 _in_flight: in_flight,
             }
-            .boxed_unsync()
         })
     }
 }
@@ -189,6 +188,7 @@ async fn route_and_answer(
     req: Request<Incoming>,
     shared: &Shared,
     conn: &ConnState,
+    upstream_time: &OnceLock<Duration>,
 ) -> (Response<Body>, Option<Arc<App>>) {
     let (app, path, host, trusted) = match route(&req, shared, conn.peer) {
         Route::To {
@@ -204,6 +204,7 @@ async fn route_and_answer(
     let served = crate::proxy::Served {
         launcher: &shared.activity,
         timers: Some(&conn.request_timer),
+        upstream_time: Some(upstream_time),
     };
     let response = answer(req, &app, path, client, served).await;
     (response, Some(app))
@@ -410,8 +411,8 @@ impl Drop for InFlight {
 }
 
 /// A response body that keeps its request in flight until it is sent completely or dropped,
-/// counting the bytes sent.
-struct InFlightBody {
+/// counting the bytes sent. (The response's body as hyper gets it, not boxed once more.)
+pub struct InFlightBody {
     inner: Body,
     finish: Finish,
     _in_flight: InFlight,
