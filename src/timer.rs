@@ -127,9 +127,13 @@ impl Drop for LentDeadline<'_> {
     }
 }
 
-/// Runs `future` until it completes (`Some`) or `deadline` passes (`None`).
-pub async fn within<F: Future>(deadline: &mut LentDeadline<'_>, future: F) -> Option<F::Output> {
-    let mut future = std::pin::pin!(future);
+/// Runs `future` until it completes (`Some`) or `deadline` passes (`None`). The future is pinned
+/// by the caller: taken by value, it would be in this function's state twice (as the argument and
+/// as the pinned local), and copied from one to the other.
+pub async fn within<F: Future>(
+    deadline: &mut LentDeadline<'_>,
+    mut future: Pin<&mut F>,
+) -> Option<F::Output> {
     std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = future.as_mut().poll(cx) {
             return Poll::Ready(Some(output));
@@ -163,21 +167,21 @@ mod tests {
         let slot = TimerSlot::default();
         let start = Instant::now();
         let mut first = slot.lend(start + Duration::from_secs(60));
-        let done = within(&mut first, async { 1 }).await;
+        let done = within(&mut first, std::pin::pin!(async { 1 })).await;
         assert_eq!(done, Some(1));
         // While lent out, another request gets a timer of its own.
         let mut second = slot.lend(start + Duration::from_secs(2));
         assert!(slot.lock().is_none());
         drop(first);
         assert!(slot.lock().is_some(), "the first timer is back");
-        let timed_out = within(&mut second, std::future::pending::<()>()).await;
+        let timed_out = within(&mut second, std::pin::pin!(std::future::pending::<()>())).await;
         assert_eq!(timed_out, None);
         assert_eq!(start.elapsed(), Duration::from_secs(2));
         drop(second);
         // The next deadline, later than the one the slot's timer is armed at, passes on time.
         let now = Instant::now();
         let mut third = slot.lend(now + Duration::from_secs(90));
-        let timed_out = within(&mut third, std::future::pending::<()>()).await;
+        let timed_out = within(&mut third, std::pin::pin!(std::future::pending::<()>())).await;
         assert_eq!(timed_out, None);
         assert_eq!(now.elapsed(), Duration::from_secs(90));
     }

@@ -71,12 +71,12 @@ impl Proxy {
         &self,
         app: &str,
         prefix: &str,
-        path: &RequestPath,
+        path: RequestPath,
         req: Request<Incoming>,
         client: headers::Client,
         served: proxy::Served<'_>,
     ) -> Response<Body> {
-        let path = upstream_path(self.strip_prefix, prefix, path);
+        let path = upstream_path(self.strip_prefix, prefix, &path);
         let fwd = proxy::Forward {
             app,
             path,

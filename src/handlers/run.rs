@@ -59,7 +59,7 @@ impl Run {
         &self,
         app: &str,
         prefix: &str,
-        path: &crate::routing::path::RequestPath,
+        path: crate::routing::path::RequestPath,
         req: Request<Incoming>,
         client: headers::Client,
         served: proxy::Served<'_>,
@@ -74,7 +74,7 @@ impl Run {
             Ok(upstreams) => upstreams,
             Err(refusal) => return refused(app, refusal),
         };
-        let path = super::proxy::upstream_path(runner.spec().strip_prefix, prefix, path);
+        let path = super::proxy::upstream_path(runner.spec().strip_prefix, prefix, &path);
         let fwd = proxy::Forward {
             app,
             path,

@@ -99,9 +99,11 @@ pub async fn forward(
         Some(slot) => slot.lend(sent + limits.timeout),
         None => LentDeadline::own(sent + limits.timeout),
     };
-    let exchange = exchange(outgoing, upstreams, limits, fwd.app, &mut last_tried);
-    let (response, upstream, sender, in_flight) = match timer::within(&mut deadline, exchange).await
-    {
+    let outcome = {
+        let exchange = exchange(outgoing, upstreams, limits, fwd.app, &mut last_tried);
+        timer::within(&mut deadline, std::pin::pin!(exchange)).await
+    };
+    let (response, upstream, sender, in_flight) = match outcome {
         Some(Ok(done)) => done,
         Some(Err(failure)) => return failure,
         None => {
@@ -274,9 +276,16 @@ async fn send(
     upstream: &Upstream,
     req: Request<Body>,
 ) -> Result<(Response<Incoming>, http1::SendRequest<Body>), Failure> {
-    let conn = match upstream.connection().await {
-        Ok(c) => c,
-        Err(e) => return Err(Failure::Refused(e, Box::new(req))),
+    // The rare paths' states are boxed: in this future they would make every request's larger.
+    let conn = match upstream.pooled() {
+        Some(conn) => conn,
+        None => match Box::pin(upstream.connect()).await {
+            Ok(sender) => upstream::Connection {
+                sender,
+                idle_for: None,
+            },
+            Err(e) => return Err(Failure::Refused(e, Box::new(req))),
+        },
     };
     let retry = conn
         .idle_for
@@ -290,7 +299,15 @@ async fn send(
     if conn.idle_for.is_none() {
         return Err(Failure::Failed(error.into_error()));
     }
-    let mut error = error;
+    Box::pin(send_again(upstream, error, retry)).await
+}
+
+/// [`send`]'s second try, on a new connection, after a pooled one failed with `error`.
+async fn send_again(
+    upstream: &Upstream,
+    mut error: hyper::client::conn::TrySendError<Request<Body>>,
+    retry: Option<RetryTemplate>,
+) -> Result<(Response<Incoming>, http1::SendRequest<Body>), Failure> {
     let again = match (error.take_message(), retry.as_ref()) {
         (Some(req), _) => req,
         (None, Some(template)) => template.request(),

@@ -61,10 +61,19 @@ pub fn handle(
     let http1 = req.version() < Version::HTTP_2;
     async move {
         let upstream_time = OnceLock::new();
-        let (mut response, app) = if probe {
-            (plain(StatusCode::OK, "ok\n".into()), None)
-        } else {
-            route_and_answer(req, &shared, &in_flight.conn, &upstream_time).await
+        let (mut response, app) = match probe {
+            true => (plain(StatusCode::OK, "ok\n".into()), None),
+            false => match route(&req, &shared, in_flight.conn.peer) {
+                Route::Answered(answer) => (answer, None),
+                Route::To(app, to) => {
+                    let conn = &in_flight.conn;
+                    let response = match answer(req, &app, to, &shared, conn, &upstream_time) {
+                        Answer::Now(response) => response,
+                        Answer::Later(future) => future.await,
+                    };
+                    (response, Some(app))
+                }
+            },
         };
         if http1 && shared.stopping.load(Ordering::SeqCst) {
             close_after(&mut response);
@@ -183,72 +192,67 @@ impl Drop for Finish {
     }
 }
 
-/// The response, and the app that gave it (none when ondemand answered itself).
-async fn route_and_answer(
+/// A handler's answer: made at once, or still to come.
+enum Answer<'a> {
+    Now(Response<Body>),
+    /// Boxed: the handlers' states are large (kilobytes), and hyper moves the request's future
+    /// into place after creating it; unboxed, every request, even one answered at once, paid for
+    /// copying the largest of them. Only this box's pointer is in the request's future.
+    Later(Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>),
+}
+
+/// Starts answering a routed request with its app's handler.
+fn answer<'a>(
     req: Request<Incoming>,
-    shared: &Shared,
-    conn: &ConnState,
-    upstream_time: &OnceLock<Duration>,
-) -> (Response<Body>, Option<Arc<App>>) {
-    let (app, path, host, trusted) = match route(&req, shared, conn.peer) {
-        Route::To {
-            app,
-            path,
-            host,
-            trusted,
-        } => (app, path, host, trusted),
-        Route::Answered(answer) => return (answer, None),
-    };
+    app: &'a App,
+    to: RouteTo,
+    shared: &'a Shared,
+    conn: &'a ConnState,
+    upstream_time: &'a OnceLock<Duration>,
+) -> Answer<'a> {
+    let RouteTo {
+        path,
+        host,
+        trusted,
+    } = to;
     tracing::debug!(app = %app.name, method = %req.method(), path = path.as_str(), "request");
     let client = client(conn, host, trusted);
+    if let Some(port) = app.https_redirect {
+        if !redirect::came_over_https(conn.tls, trusted, req.headers()) {
+            let host = client.host.as_ref().and_then(|h| h.to_str().ok());
+            return Answer::Now(redirect::to_https(&req, host, port));
+        }
+    }
     let served = crate::proxy::Served {
         launcher: &shared.activity,
         timers: Some(&conn.request_timer),
         upstream_time: Some(upstream_time),
     };
-    let response = answer(req, &app, path, client, served).await;
-    (response, Some(app))
-}
-
-async fn answer(
-    req: Request<Incoming>,
-    app: &App,
-    path: RequestPath,
-    client: headers::Client,
-    served: crate::proxy::Served<'_>,
-) -> Response<Body> {
-    let (tls, trusted) = (client.proto == "https", client.trusted);
-    if let Some(port) = app.https_redirect {
-        if !redirect::came_over_https(tls, trusted, req.headers()) {
-            let host = client.host.as_ref().and_then(|h| h.to_str().ok());
-            return redirect::to_https(&req, host, port);
-        }
-    }
     let handler = match &app.handler {
         Handler::Versions(versions) => match versions.pick(req.headers()) {
             Some(version) => &version.handler,
-            None => return no_such_version(&app.name),
+            None => return Answer::Now(no_such_version(&app.name)),
         },
         handler => handler,
     };
-    // Each handler's future is boxed: their states are large (kilobytes), and hyper moves the
-    // request's future into place after creating it; unboxed, every request, even one answered
-    // at once, paid for copying the largest of them (measured: a third of the instructions of a
-    // proxied request).
     match handler {
-        Handler::Respond(respond) => respond.response(),
+        Handler::Respond(respond) => Answer::Now(respond.response()),
         Handler::Static(files) => {
             let (parts, _body) = req.into_parts();
-            Box::pin(files.serve(&app.name, &app.path, path.as_str(), parts)).await
+            Answer::Later(Box::pin(async move {
+                files
+                    .serve(&app.name, &app.path, path.as_str(), parts)
+                    .await
+            }))
         }
-        Handler::Proxy(proxy) => {
-            Box::pin(proxy.serve(&app.name, &app.path, &path, req, client, served)).await
-        }
-        Handler::Run(run) => {
-            Box::pin(run.serve(&app.name, &app.path, &path, req, client, served)).await
-        }
+        Handler::Proxy(proxy) => Answer::Later(Box::pin(
+            proxy.serve(&app.name, &app.path, path, req, client, served),
+        )),
+        Handler::Run(run) => Answer::Later(Box::pin(
+            run.serve(&app.name, &app.path, path, req, client, served),
+        )),
         // Versions hold plain handlers only (the config allows no versions of versions).
-        Handler::Versions(_) => no_such_version(&app.name),
+        Handler::Versions(_) => Answer::Now(no_such_version(&app.name)),
     }
 }
 
@@ -273,15 +277,17 @@ fn client(conn: &ConnState, host: Option<HeaderValue>, trusted: bool) -> headers
 
 /// Where a request goes: its app and normalized path, or ondemand's own answer when there is none.
 enum Route {
-    To {
-        app: Arc<App>,
-        path: RequestPath,
-        /// The host as the client sent it (for X-Forwarded-Host).
-        host: Option<HeaderValue>,
-        /// The peer is a trusted proxy.
-        trusted: bool,
-    },
+    To(Arc<App>, RouteTo),
     Answered(Response<Body>),
+}
+
+/// What routing found out about a request, besides its app.
+struct RouteTo {
+    path: RequestPath,
+    /// The host as the client sent it (for X-Forwarded-Host).
+    host: Option<HeaderValue>,
+    /// The peer is a trusted proxy.
+    trusted: bool,
 }
 
 fn route(req: &Request<Incoming>, shared: &Shared, peer: Option<std::net::IpAddr>) -> Route {
@@ -328,12 +334,14 @@ fn route(req: &Request<Incoming>, shared: &Shared, peer: Option<std::net::IpAddr
         ));
     };
     let path = RequestPath::new(path, req.uri().path_and_query());
-    Route::To {
+    Route::To(
         app,
-        path,
-        host: raw_host(req),
-        trusted: config.server.is_trusted(peer),
-    }
+        RouteTo {
+            path,
+            host: raw_host(req),
+            trusted: config.server.is_trusted(peer),
+        },
+    )
 }
 
 /// ondemand's 400 for a request it will not route. The connection is closed after it: whatever
