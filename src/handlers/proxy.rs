@@ -73,7 +73,7 @@ impl Proxy {
         prefix: &str,
         path: RequestPath,
         req: Request<Incoming>,
-        client: headers::Client,
+        client: headers::Client<'_>,
         served: proxy::Served<'_>,
     ) -> Response<Body> {
         let path = upstream_path(self.strip_prefix, prefix, &path);

@@ -61,7 +61,7 @@ impl Run {
         prefix: &str,
         path: crate::routing::path::RequestPath,
         req: Request<Incoming>,
-        client: headers::Client,
+        client: headers::Client<'_>,
         served: proxy::Served<'_>,
     ) -> Response<Body> {
         let runner = self.runner();

@@ -12,6 +12,7 @@
 //! `TE: trailers` is passed on when the client sent it, as RFC 9110 §10.1.4 allows.
 
 use std::net::IpAddr;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 
@@ -32,11 +33,12 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     UPGRADE,
 ];
 
-/// Bits of [`HopByHop`], by position in [`HOP_BY_HOP`].
+/// Bits of [`hop_by_hop_present`], by position in [`HOP_BY_HOP`]; and one for `Expect`.
 const CONNECTION_BIT: u8 = 1 << 0;
 const TE_BIT: u8 = 1 << 3;
 const TRAILER_BIT: u8 = 1 << 4;
 const UPGRADE_BIT: u8 = 1 << 6;
+const EXPECT_BIT: u8 = 1 << 7;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -44,15 +46,45 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// Who sent a request, as far as this hop knows.
 #[derive(Debug, Clone)]
-pub struct Client {
+pub struct Client<'a> {
     /// The peer's address; `None` for a unix-socket peer.
-    pub addr: Option<PeerAddress>,
+    pub addr: Option<&'a PeerAddress>,
     /// "http" or "https": how the request reached ondemand.
     pub proto: &'static str,
     /// The host the client asked for (Host or :authority) as it wrote it, if any: visible ASCII.
     pub host: Option<HeaderValue>,
     /// True when the peer is a configured trusted proxy: its X-Forwarded-* and Forwarded are kept.
     pub trusted: bool,
+    /// The connection's last Forwarded element, for its next request; `None`: made anew.
+    pub forwarded: Option<&'a ForwardedCache>,
+}
+
+/// The Forwarded element of a connection's last request and the host it names. The next request
+/// on the connection nearly always names the same host (the address and protocol are the
+/// connection's), and then gets the same element without making it again.
+#[derive(Debug, Default)]
+pub struct ForwardedCache(Mutex<Option<(Option<Bytes>, HeaderValue)>>);
+
+impl ForwardedCache {
+    /// The element for `host`: the last one if it named the same host, else `make`'s.
+    fn get(
+        &self,
+        host: Option<&HeaderValue>,
+        make: impl FnOnce() -> Option<HeaderValue>,
+    ) -> Option<HeaderValue> {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let host = host.map(HeaderValue::as_bytes);
+        if let Some((last_host, element)) = &*last {
+            if last_host.as_deref() == host {
+                return Some(element.clone());
+            }
+        }
+        let element = make()?;
+        // A copy of the host: the Host field's value is a piece of hyper's read buffer, which
+        // could not be reused while a reference to it is kept.
+        *last = Some((host.map(Bytes::copy_from_slice), element.clone()));
+        Some(element)
+    }
 }
 
 /// A peer's address, with its text as X-Forwarded-For has it: made once per connection, not
@@ -100,16 +132,30 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     remove_present(headers, present);
 }
 
-/// Which of [`HOP_BY_HOP`] `headers` has, one bit each. This runs twice for every proxied
-/// request: the names are found in one pass over the map, and then only those present are
-/// looked up or removed (a look-up hashes the name, present or not).
+/// Which of [`HOP_BY_HOP`] (and `Expect`) `headers` has, one bit each. This runs twice for every
+/// proxied request: the names are found in one pass over the map, and then only those present
+/// are looked up or removed (a look-up hashes the name, present or not). The names are matched
+/// as text, which for most names is a comparison of lengths.
 fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
     let mut present = 0;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present |= 1 << i;
-        }
+        let bit = match name.as_str() {
+            "connection" => 0,
+            "keep-alive" => 1,
+            "proxy-connection" => 2,
+            "te" => 3,
+            "trailer" => 4,
+            "transfer-encoding" => 5,
+            "upgrade" => 6,
+            "expect" => 7,
+            _ => continue,
+        };
+        present |= 1 << bit;
     }
+    debug_assert!(HOP_BY_HOP
+        .iter()
+        .enumerate()
+        .all(|(i, h)| headers.contains_key(h) == (present & (1 << i) != 0)));
     present
 }
 
@@ -122,6 +168,12 @@ fn remove_present(headers: &mut HeaderMap, present: u8) {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
+    }
+    if present & EXPECT_BIT != 0 {
+        // The client may wait for 100 Continue; ondemand's server sends it when the body is
+        // first read, so the upstream must not be asked to (hyper's client never waits for it).
+        // (Only requests have it.)
+        headers.remove(http::header::EXPECT);
     }
 }
 
@@ -150,7 +202,7 @@ fn remove_named_by_connection(headers: &mut HeaderMap) {
 }
 
 /// Rewrites a request's header fields for the upstream (see the module docs).
-pub fn for_upstream(headers: &mut HeaderMap, client: &Client, upgrade: bool) {
+pub fn for_upstream(headers: &mut HeaderMap, client: &Client<'_>, upgrade: bool) {
     let present = hop_by_hop_present(headers);
     let mut upgrade_protocol = None;
     if upgrade && present & UPGRADE_BIT != 0 {
@@ -178,16 +230,13 @@ pub fn for_upstream(headers: &mut HeaderMap, client: &Client, upgrade: bool) {
     if te_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
     }
-    // The client may wait for 100 Continue; ondemand's server sends it when the body is first
-    // read, so the upstream must not be asked to (hyper's client never waits for it).
-    headers.remove(http::header::EXPECT);
     set_forwarded(headers, client);
 }
 
 /// Rewrites a response's header fields for the client: hop-by-hop removed, except what a
 /// protocol switch (101) needs, and the `Trailer` announcement (see the module docs).
 pub fn for_client(headers: &mut HeaderMap, switching_protocols: bool) {
-    let present = hop_by_hop_present(headers);
+    let present = hop_by_hop_present(headers) & !EXPECT_BIT;
     if present == 0 {
         return;
     }
@@ -210,24 +259,31 @@ pub fn for_client(headers: &mut HeaderMap, switching_protocols: bool) {
     debug_assert!(!headers.contains_key(TRANSFER_ENCODING));
 }
 
-fn set_forwarded(headers: &mut HeaderMap, client: &Client) {
+fn set_forwarded(headers: &mut HeaderMap, client: &Client<'_>) {
     let host = client
         .host
         .clone()
         .or_else(|| headers.get(HOST).filter(|h| h.to_str().is_ok()).cloned());
-    let forwarded = forwarded_element(client, host.as_ref().and_then(|h| h.to_str().ok()));
+    let host_text = host.as_ref().and_then(|h| h.to_str().ok());
     let proto = HeaderValue::from_static(client.proto);
     if client.trusted {
         if let Some(addr) = &client.addr {
             append_list(headers, X_FORWARDED_FOR, addr.as_str());
         }
         set_if_absent(headers, X_FORWARDED_PROTO, proto);
+        append_list(headers, FORWARDED, &forwarded_element(client, host_text));
         if let Some(value) = host {
             set_if_absent(headers, X_FORWARDED_HOST, value);
         }
-        append_list(headers, FORWARDED, &forwarded);
         return;
     }
+    // The String's bytes become the value's without a copy (its capacity is its length).
+    let make =
+        || HeaderValue::from_maybe_shared(Bytes::from(forwarded_element(client, host_text))).ok();
+    let forwarded = match client.forwarded {
+        Some(cache) => cache.get(host.as_ref(), make),
+        None => make(),
+    };
     // What the client sent in these is replaced.
     match &client.addr {
         Some(addr) => {
@@ -242,10 +298,9 @@ fn set_forwarded(headers: &mut HeaderMap, client: &Client) {
         Some(value) => headers.insert(X_FORWARDED_HOST, value),
         None => headers.remove(X_FORWARDED_HOST),
     };
-    // The String's bytes become the value's without a copy (its capacity is its length).
-    match HeaderValue::from_maybe_shared(Bytes::from(forwarded)) {
-        Ok(value) => headers.insert(FORWARDED, value),
-        Err(_) => headers.remove(FORWARDED),
+    match forwarded {
+        Some(value) => headers.insert(FORWARDED, value),
+        None => headers.remove(FORWARDED),
     };
 }
 
@@ -273,7 +328,7 @@ fn address_text(addr: IpAddr) -> String {
 
 /// One `Forwarded` element (RFC 7239 §4): `for=...;proto=...;host=...`, in a String exactly as
 /// long as its capacity.
-fn forwarded_element(client: &Client, host: Option<&str>) -> String {
+fn forwarded_element(client: &Client<'_>, host: Option<&str>) -> String {
     let (open, addr, close) = match &client.addr {
         Some(addr) if addr.ip.is_ipv6() => ("\"[", addr.as_str(), "]\""),
         Some(addr) => ("", addr.as_str(), ""),
@@ -294,10 +349,28 @@ fn forwarded_element(client: &Client, host: Option<&str>) -> String {
 
 /// True for a token (RFC 9110 §5.6.2), which a parameter value may be without quotes.
 fn is_token(value: &str) -> bool {
-    !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    // A match, not a search of a list of the punctuation (a call per byte).
+    let tchar = |b: u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            )
+    };
+    !value.is_empty() && value.bytes().all(tchar)
 }
 
 /// The length of `value` as [`push_quoted_if_needed`] writes it.
@@ -363,13 +436,49 @@ mod tests {
         h
     }
 
-    fn client(trusted: bool) -> Client {
+    fn peer(ip: &str) -> &'static PeerAddress {
+        Box::leak(Box::new(PeerAddress::new(ip.parse().unwrap())))
+    }
+
+    fn client(trusted: bool) -> Client<'static> {
         Client {
-            addr: Some(PeerAddress::new("192.0.2.7".parse().unwrap())),
+            addr: Some(peer("192.0.2.7")),
             proto: "http",
             host: Some(HeaderValue::from_static("app.example")),
             trusted,
+            forwarded: None,
         }
+    }
+
+    #[test]
+    fn a_connection_reuses_its_forwarded_element_for_the_same_host() {
+        let cache = ForwardedCache::default();
+        let mut c = client(false);
+        c.forwarded = Some(&cache);
+        let forwarded = |c: &Client<'_>| {
+            let mut h = headers(&[("host", "ignored.example")]);
+            for_upstream(&mut h, c, false);
+            h.get("forwarded").unwrap().clone()
+        };
+        let first = forwarded(&c);
+        assert_eq!(first, "for=192.0.2.7;proto=http;host=app.example");
+        let again = forwarded(&c);
+        assert_eq!(
+            again.as_bytes().as_ptr(),
+            first.as_bytes().as_ptr(),
+            "the same value, not a new one"
+        );
+        c.host = Some(HeaderValue::from_static("other.example:8080"));
+        assert_eq!(
+            forwarded(&c),
+            "for=192.0.2.7;proto=http;host=\"other.example:8080\""
+        );
+        c.host = None;
+        assert_eq!(
+            forwarded(&c),
+            "for=192.0.2.7;proto=http;host=ignored.example",
+            "without a host of its own, the Host field's"
+        );
     }
 
     fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -471,7 +580,7 @@ mod tests {
     #[test]
     fn ipv6_and_unix_peers_in_forwarded() {
         let mut c = client(false);
-        c.addr = Some(PeerAddress::new("2001:db8::1".parse().unwrap()));
+        c.addr = Some(peer("2001:db8::1"));
         c.host = Some(HeaderValue::from_static("app.example:8080"));
         let mut h = HeaderMap::new();
         for_upstream(&mut h, &c, false);
@@ -491,7 +600,7 @@ mod tests {
         let mut c = client(false);
         let hosts = [None, Some("app.example"), Some("a b"), Some("q\"uo\\te")];
         for addr in [Some("192.0.2.7"), Some("2001:db8::1"), None] {
-            c.addr = addr.map(|a| PeerAddress::new(a.parse().unwrap()));
+            c.addr = addr.map(peer);
             for host in hosts {
                 let element = forwarded_element(&c, host);
                 assert_eq!(element.len(), element.capacity(), "{element}");

@@ -63,7 +63,7 @@ pub struct Forward<'a> {
     /// The path to send upstream (already normalized; the app's prefix already removed if asked);
     /// `None` to send the request's own target (path and query) as it came.
     pub path: Option<String>,
-    pub client: headers::Client,
+    pub client: headers::Client<'a>,
     /// What an open WebSocket tunnel counts as activity of: the launcher's, and the app's own
     /// for an on-demand app.
     pub launcher: &'a Activity,

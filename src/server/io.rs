@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::idle::ActivityGuard;
-use crate::proxy::headers::PeerAddress;
+use crate::proxy::headers::{ForwardedCache, PeerAddress};
 use crate::timer::{LazyDeadline, TimerSlot};
 
 /// What the server knows about one connection, shared by its reads and its requests.
@@ -54,6 +54,8 @@ pub struct ConnState {
     reader: Mutex<Option<Waker>>,
     /// The timer of its requests' deadlines (the proxy's `timeout`), shared by its requests.
     pub request_timer: TimerSlot,
+    /// Its last request's Forwarded element, for the next.
+    pub forwarded: ForwardedCache,
 }
 
 impl ConnState {
@@ -75,6 +77,7 @@ impl ConnState {
             until_first_request: Mutex::new(Some(until_first_request)),
             reader: Mutex::new(None),
             request_timer: TimerSlot::default(),
+            forwarded: ForwardedCache::default(),
         }
     }
 

@@ -266,9 +266,10 @@ fn no_such_version(app: &str) -> Response<Body> {
     )
 }
 
-fn client(conn: &ConnState, host: Option<HeaderValue>, trusted: bool) -> headers::Client {
+fn client(conn: &ConnState, host: Option<HeaderValue>, trusted: bool) -> headers::Client<'_> {
     headers::Client {
-        addr: conn.peer_address.clone(),
+        addr: conn.peer_address.as_ref(),
+        forwarded: Some(&conn.forwarded),
         proto: if conn.tls { "https" } else { "http" },
         host,
         trusted,
