@@ -181,6 +181,14 @@ fn remove_present(headers: &mut HeaderMap, present: u8) {
 /// is ignored, as nginx does. The names are looked up as they are written (no `HeaderName` is
 /// made, which for a name hyper does not know means a copy).
 fn remove_named_by_connection(headers: &mut HeaderMap) {
+    // The usual case, a single `Connection: keep-alive` (or `close`), names no field to remove.
+    let mut values = headers.get_all(CONNECTION).iter();
+    if let (Some(only), None) = (values.next(), values.next()) {
+        let value = only.as_bytes();
+        if value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close") {
+            return;
+        }
+    }
     // Copies of the values (reference-counted) to read while the map changes; the second list is
     // for repeated Connection fields, and stays empty (no allocation) for the usual one.
     let mut values = headers.get_all(CONNECTION).iter();
