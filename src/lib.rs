@@ -143,7 +143,7 @@ pub fn route_table(config: &config::Config) -> String {
                     .join(",")
             };
             [
-                app.name.clone(),
+                app.name.to_string(),
                 hosts,
                 app.path.clone(),
                 app.handler.kind().to_string(),

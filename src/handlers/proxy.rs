@@ -69,7 +69,7 @@ impl Proxy {
     /// Forwards one request of app `app` (mounted at `prefix`) for normalized `path`.
     pub async fn serve(
         &self,
-        app: &str,
+        app: &Arc<str>,
         prefix: &str,
         path: RequestPath,
         req: Request<Incoming>,

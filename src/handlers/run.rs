@@ -57,7 +57,7 @@ impl Run {
     /// Forwards one request of app `app` (mounted at `prefix`) for normalized `path`.
     pub async fn serve(
         &self,
-        app: &str,
+        app: &Arc<str>,
         prefix: &str,
         path: crate::routing::path::RequestPath,
         req: Request<Incoming>,

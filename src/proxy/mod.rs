@@ -59,7 +59,7 @@ pub struct Served<'a> {
 
 /// One request to forward, with what the proxy needs to know about it.
 pub struct Forward<'a> {
-    pub app: &'a str,
+    pub app: &'a Arc<str>,
     /// The path to send upstream (already normalized; the app's prefix already removed if asked);
     /// `None` to send the request's own target (path and query) as it came.
     pub path: Option<String>,
@@ -111,7 +111,7 @@ pub async fn forward(
             let upstream =
                 last_tried.map_or_else(String::new, |u: Arc<Upstream>| u.address.to_string());
             tracing::warn!(
-                app = fwd.app,
+                app = &**fwd.app,
                 upstream = %upstream,
                 "upstream did not answer within {within} (timeout)"
             );
@@ -155,7 +155,7 @@ pub async fn forward(
     let body = UpstreamBody {
         inner: body,
         give_back: Some((upstream, sender)),
-        app: fwd.app.to_string(),
+        app: fwd.app.clone(),
         bytes: 0,
         _in_flight: in_flight,
     };
@@ -461,7 +461,7 @@ struct UpstreamBody {
     give_back: Option<(Arc<Upstream>, http1::SendRequest<Body>)>,
     /// The app's name and the body bytes passed on so far, for the log line when the upstream
     /// breaks off mid-body (the client only sees its connection close).
-    app: String,
+    app: Arc<str>,
     bytes: u64,
     _in_flight: InFlight,
 }

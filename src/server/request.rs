@@ -157,7 +157,7 @@ struct Finish {
         AccessLog,
         RequestLine,
         Option<std::net::IpAddr>,
-        Option<String>,
+        Option<Arc<str>>,
     )>,
     bytes: u64,
     /// The body reached its end (not: the client went away).
