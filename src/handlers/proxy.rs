@@ -2,6 +2,7 @@
 //! unix sockets. The forwarding itself lives in [`crate::proxy`]; this module builds the app's
 //! upstream set and limits from `proxy = { ... }` and hands each request on.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,16 +67,17 @@ impl Proxy {
         })
     }
 
-    /// Forwards one request of app `app` (mounted at `prefix`) for normalized `path`.
-    pub async fn serve(
-        &self,
-        app: &Arc<str>,
+    /// Forwards one request of app `app` (mounted at `prefix`) for normalized `path`. (Not an
+    /// async fn: the future is the forwarding's own, without a state of this function's around it.)
+    pub fn serve<'a>(
+        &'a self,
+        app: &'a Arc<str>,
         prefix: &str,
         path: RequestPath,
         req: Request<Incoming>,
-        client: headers::Client<'_>,
-        served: proxy::Served<'_>,
-    ) -> Response<Body> {
+        client: headers::Client<'a>,
+        served: proxy::Served<'a>,
+    ) -> impl Future<Output = Response<Body>> + Send + 'a {
         let path = upstream_path(self.strip_prefix, prefix, &path);
         let fwd = proxy::Forward {
             app,
@@ -86,7 +88,7 @@ impl Proxy {
             timers: served.timers,
             upstream_time: served.upstream_time,
         };
-        proxy::forward(req, &self.upstreams, &self.limits, fwd).await
+        proxy::forward(req, &self.upstreams, &self.limits, fwd)
     }
 }
 

@@ -17,12 +17,14 @@ pub mod request_body;
 mod tunnel;
 pub mod upstream;
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST, RETRY_AFTER};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
@@ -75,24 +77,62 @@ pub struct Forward<'a> {
 }
 
 /// Forwards `req` to one of `upstreams` and returns the response (or ondemand's own error answer).
-pub async fn forward(
+///
+/// What can be done before the upstream is asked is done at once, so that the returned future
+/// holds only the request as it goes upstream: futures are moved whole (into a box, into hyper),
+/// and whatever they hold is paid for on every request.
+pub fn forward<'a>(
     mut req: Request<Incoming>,
-    upstreams: &UpstreamSet,
-    limits: &Limits,
-    fwd: Forward<'_>,
-) -> Response<Body> {
+    upstreams: &'a UpstreamSet,
+    limits: &'a Limits,
+    fwd: Forward<'a>,
+) -> impl Future<Output = Response<Body>> + Send + 'a {
+    let reply = Reply {
+        app: fwd.app,
+        launcher: fwd.launcher,
+        app_activity: fwd.app_activity,
+        timers: fwd.timers,
+        upstream_time: fwd.upstream_time,
+    };
     if let Some(too_large) = body_too_large(req.headers(), limits, fwd.app) {
-        return too_large;
+        return Either::Left(std::future::ready(too_large));
     }
     let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let Some(outgoing) = upstream_request(req, upgrade, limits, &fwd) else {
-        return error_response(
+        return Either::Left(std::future::ready(error_response(
             StatusCode::BAD_REQUEST,
             fwd.app,
             "the request target cannot be forwarded",
-        );
+        )));
     };
+    Either::Right(exchange_and_reply(
+        outgoing,
+        client_upgrade,
+        upstreams,
+        limits,
+        reply,
+    ))
+}
+
+/// What [`forward`] needs of [`Forward`] once the request is on its way.
+#[derive(Clone, Copy)]
+struct Reply<'a> {
+    app: &'a Arc<str>,
+    launcher: &'a Activity,
+    app_activity: Option<&'a Activity>,
+    timers: Option<&'a TimerSlot>,
+    upstream_time: Option<&'a OnceLock<Duration>>,
+}
+
+/// Sends `outgoing` upstream and turns the upstream's response into the client's.
+async fn exchange_and_reply(
+    outgoing: Request<Body>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upstreams: &UpstreamSet,
+    limits: &Limits,
+    fwd: Reply<'_>,
+) -> Response<Body> {
     let mut last_tried = None;
     let sent = tokio::time::Instant::now();
     let mut deadline = match fwd.timers {

@@ -55,7 +55,14 @@ pub fn handle(
     let shared = shared.clone();
     let peer = conn.peer;
     let started = Instant::now();
-    let line = (access_log != AccessLog::Off).then(|| RequestLine::of(&req));
+    let access = (access_log != AccessLog::Off).then(|| {
+        Box::new(Access {
+            format: access_log,
+            line: RequestLine::of(&req),
+            peer,
+            app: None,
+        })
+    });
     // The body of a response to HEAD is never sent: the response is complete with its head.
     let head = req.method() == Method::HEAD;
     let http1 = req.version() < Version::HTTP_2;
@@ -87,7 +94,10 @@ pub fn handle(
             status: response.status().as_u16(),
             upstream: upstream_time.get().copied(),
             stats,
-            access: line.map(|line| (access_log, line, peer, app.map(|a| a.name.clone()))),
+            access: access.map(|mut access| {
+                access.app = app.map(|a| a.name.clone());
+                access
+            }),
             bytes: 0,
             complete: false,
         };
@@ -147,18 +157,23 @@ impl RequestLine {
     }
 }
 
+/// What the access log line of a request needs besides the response.
+struct Access {
+    format: AccessLog,
+    line: RequestLine,
+    peer: Option<std::net::IpAddr>,
+    app: Option<Arc<str>>,
+}
+
 /// Counted when the response ends: the app's metrics and the access log.
 struct Finish {
     started: Instant,
     status: u16,
     upstream: Option<Duration>,
     stats: Option<Arc<AppStats>>,
-    access: Option<(
-        AccessLog,
-        RequestLine,
-        Option<std::net::IpAddr>,
-        Option<Arc<str>>,
-    )>,
+    /// Boxed: only an access log needs it, and without one the response body (moved a few
+    /// times per request) stays small.
+    access: Option<Box<Access>>,
     bytes: u64,
     /// The body reached its end (not: the client went away).
     complete: bool,
@@ -171,7 +186,13 @@ impl Drop for Finish {
             stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             stats.record(self.status, duration);
         }
-        if let Some((format, line, peer, app)) = &self.access {
+        if let Some(Access {
+            format,
+            line,
+            peer,
+            app,
+        }) = self.access.as_deref()
+        {
             access::log(
                 *format,
                 &access::Entry {
