@@ -17,7 +17,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use super::io::ConnState;
 use super::Shared;
 use crate::access;
-use crate::config::{AccessLog, App, Handler};
+use crate::config::{AccessLog, App, Config, Handler};
 use crate::handlers::{plain, Body, BodyInService, BoxError};
 use crate::idle::ActivityGuard;
 use crate::metrics::AppStats;
@@ -34,13 +34,17 @@ pub fn handle(
     shared: &Arc<Shared>,
     conn: &Arc<ConnState>,
 ) -> impl Future<Output = Response<InFlightBody>> + Send + 'static {
-    let settings = &shared.config.load().server;
+    let config = shared.config.load();
     // A load balancer's health probe is answered by the launcher and is no activity at all.
-    let probe = settings
+    let probe = config
+        .server
         .health_path
         .as_deref()
         .is_some_and(|p| req.uri().path() == p);
-    let access_log = settings.access_log;
+    let access_log = config.server.access_log;
+    // Routed at once, with the configuration loaded for the settings above.
+    let route = (!probe).then(|| route(&req, &config, conn.peer));
+    drop(config);
     conn.request_started(probe);
     let mut req = req;
     if !hyper::body::Body::is_end_stream(req.body()) {
@@ -68,9 +72,9 @@ pub fn handle(
     let http1 = req.version() < Version::HTTP_2;
     async move {
         let upstream_time = OnceLock::new();
-        let (mut response, app) = match probe {
-            true => (plain(StatusCode::OK, "ok\n".into()), None),
-            false => match route(&req, &shared, in_flight.conn.peer) {
+        let (mut response, app) = match route {
+            None => (plain(StatusCode::OK, "ok\n".into()), None),
+            Some(route) => match route {
                 Route::Answered(answer) => (answer, None),
                 Route::To(app, to) => {
                     let conn = &in_flight.conn;
@@ -181,10 +185,11 @@ struct Finish {
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        let duration = self.started.elapsed();
+        let now = Instant::now();
+        let duration = now.saturating_duration_since(self.started);
         if let Some(stats) = &self.stats {
             stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-            stats.record(self.status, duration);
+            stats.record_at(self.status, duration, now);
         }
         if let Some(Access {
             format,
@@ -312,8 +317,7 @@ struct RouteTo {
     trusted: bool,
 }
 
-fn route(req: &Request<Incoming>, shared: &Shared, peer: Option<std::net::IpAddr>) -> Route {
-    let config = shared.config.load();
+fn route(req: &Request<Incoming>, config: &Config, peer: Option<std::net::IpAddr>) -> Route {
     if config.load_error.is_some() {
         return Route::Answered(unusable_config(&config.path));
     }
