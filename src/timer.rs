@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::time::{Instant, Sleep};
 
@@ -24,6 +24,10 @@ pub struct LazyDeadline {
     /// Armed at or before `deadline`.
     sleep: Pin<Box<Sleep>>,
     deadline: Instant,
+    /// The task the armed timer will wake, once it has been polled since it was last armed:
+    /// polling it again for the same task changes nothing (and a connection's reads poll their
+    /// deadline every time they wait).
+    waker: Option<Waker>,
 }
 
 impl LazyDeadline {
@@ -31,12 +35,17 @@ impl LazyDeadline {
         LazyDeadline {
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
             deadline,
+            waker: None,
         }
     }
 
-    /// `deadline` on an existing timer (armed anywhere).
-    fn on(sleep: Pin<Box<Sleep>>, deadline: Instant) -> LazyDeadline {
-        let mut lazy = LazyDeadline { sleep, deadline };
+    /// `deadline` on an existing timer (armed anywhere, for the task of `waker`).
+    fn on(sleep: Pin<Box<Sleep>>, waker: Option<Waker>, deadline: Instant) -> LazyDeadline {
+        let mut lazy = LazyDeadline {
+            sleep,
+            deadline,
+            waker,
+        };
         lazy.set(deadline);
         lazy
     }
@@ -50,13 +59,21 @@ impl LazyDeadline {
         self.deadline = deadline;
         if deadline < self.sleep.deadline() {
             self.sleep.as_mut().reset(deadline);
+            self.waker = None;
         }
     }
 
     /// Ready once the deadline has passed; until then, `cx` is woken by the deadline at the latest.
     pub fn poll_passed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let armed_for_this_task = self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if armed_for_this_task && !self.sleep.is_elapsed() {
+            return Poll::Pending;
+        }
         loop {
             if self.sleep.as_mut().poll(cx).is_pending() {
+                if !armed_for_this_task {
+                    self.waker = Some(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
             if self.sleep.deadline() >= self.deadline {
@@ -68,9 +85,11 @@ impl LazyDeadline {
     }
 }
 
-/// A connection's timer for its requests' deadlines, lent to one request at a time.
+/// A connection's timer for its requests' deadlines, lent to one request at a time, with the task
+/// it was last armed for (under HTTP/1, the connection's: the next request needs no new
+/// registration).
 #[derive(Debug, Default)]
-pub struct TimerSlot(Mutex<Option<Pin<Box<Sleep>>>>);
+pub struct TimerSlot(Mutex<Option<(Pin<Box<Sleep>>, Option<Waker>)>>);
 
 impl TimerSlot {
     /// A deadline at `deadline`: on this slot's timer when it is free, else on a new one.
@@ -79,13 +98,13 @@ impl TimerSlot {
         LentDeadline {
             slot: Some(self),
             inner: Some(match sleep {
-                Some(sleep) => LazyDeadline::on(sleep, deadline),
+                Some((sleep, waker)) => LazyDeadline::on(sleep, waker, deadline),
                 None => LazyDeadline::new(deadline),
             }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Pin<Box<Sleep>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Pin<Box<Sleep>>, Option<Waker>)>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -121,7 +140,7 @@ impl Drop for LentDeadline<'_> {
         if let (Some(slot), Some(inner)) = (self.slot, self.inner.take()) {
             let mut free = slot.lock();
             if free.is_none() {
-                *free = Some(inner.sleep);
+                *free = Some((inner.sleep, inner.waker));
             }
         }
     }
@@ -160,6 +179,18 @@ mod tests {
         deadline.set(now + Duration::from_secs(1));
         std::future::poll_fn(|cx| deadline.poll_passed(cx)).await;
         assert_eq!(now.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_polled_by_another_task_first_still_wakes_this_one() {
+        let start = Instant::now();
+        let mut deadline = LazyDeadline::new(start + Duration::from_secs(5));
+        let mut elsewhere = Context::from_waker(Waker::noop());
+        assert!(deadline.poll_passed(&mut elsewhere).is_pending());
+        let passed = std::future::poll_fn(|cx| deadline.poll_passed(cx));
+        let waited = tokio::time::timeout(Duration::from_secs(10), passed).await;
+        assert!(waited.is_ok(), "this task was never woken");
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
     }
 
     #[tokio::test(start_paused = true)]
