@@ -89,7 +89,10 @@ impl LazyDeadline {
 /// it was last armed for (under HTTP/1, the connection's: the next request needs no new
 /// registration).
 #[derive(Debug, Default)]
-pub struct TimerSlot(Mutex<Option<(Pin<Box<Sleep>>, Option<Waker>)>>);
+pub struct TimerSlot(Mutex<Option<Free>>);
+
+/// A timer in its slot, and the task it was last armed for.
+type Free = (Pin<Box<Sleep>>, Option<Waker>);
 
 impl TimerSlot {
     /// A deadline at `deadline`: on this slot's timer when it is free, else on a new one.
@@ -104,7 +107,7 @@ impl TimerSlot {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Pin<Box<Sleep>>, Option<Waker>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Free>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
