@@ -15,6 +15,7 @@
 //! - [`proxy`]: forwarding to upstream HTTP/1.1 servers (pools, balancing, headers, WebSocket).
 //! - [`apps`]: on-demand app processes (`run`): start, readiness, idle stop, crashes, bulkheads.
 //! - [`idle`]: activity tracking and the idle timer.
+//! - [`timer`]: deadlines re-armed lazily, and a connection's timer lent to its requests.
 //! - [`notify`]: sd_notify (READY, STATUS, STOPPING, WATCHDOG).
 //! - [`shutdown`]: the signals that stop and reload.
 //! - [`logging`]: stderr, syslog or a file, per mode.
