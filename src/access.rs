@@ -28,10 +28,6 @@ pub struct Entry<'a> {
     pub complete: bool,
 }
 
-/// The time an upstream took to send its response head, carried in the response's extensions.
-#[derive(Debug, Clone, Copy)]
-pub struct UpstreamTime(pub Duration);
-
 /// Writes `entry` in `format`.
 pub fn log(format: AccessLog, entry: &Entry<'_>) {
     match format {

@@ -15,6 +15,7 @@
 //! - [`proxy`]: forwarding to upstream HTTP/1.1 servers (pools, balancing, headers, WebSocket).
 //! - [`apps`]: on-demand app processes (`run`): start, readiness, idle stop, crashes, bulkheads.
 //! - [`idle`]: activity tracking and the idle timer.
+//! - [`timer`]: deadlines re-armed lazily, and a connection's timer lent to its requests.
 //! - [`notify`]: sd_notify (READY, STATUS, STOPPING, WATCHDOG).
 //! - [`shutdown`]: the signals that stop and reload.
 //! - [`logging`]: stderr, syslog or a file, per mode.
@@ -34,6 +35,7 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod shutdown;
+pub mod timer;
 pub mod tls;
 
 /// What the fuzz targets in `fuzz/` call: the functions `ondemand check` and the router use,
@@ -142,7 +144,7 @@ pub fn route_table(config: &config::Config) -> String {
                     .join(",")
             };
             [
-                app.name.clone(),
+                app.name.to_string(),
                 hosts,
                 app.path.clone(),
                 app.handler.kind().to_string(),

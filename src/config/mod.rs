@@ -241,7 +241,8 @@ pub enum LogTarget {
 /// One `[[app]]`.
 #[derive(Debug)]
 pub struct App {
-    pub name: String,
+    /// Shared, not copied, by what outlives the request that routed to it (a response body).
+    pub name: Arc<str>,
     /// Free-form labels to pick apps by in `ondemand status`/`start`/`stop`.
     pub tags: Vec<String>,
     /// The app's counters, attached when the server takes the config.
@@ -283,7 +284,7 @@ impl App {
     /// name its runner logs under (`app` or `app@version`).
     pub fn runs(&self) -> Vec<(String, &Run)> {
         match &self.handler {
-            Handler::Run(run) => vec![(self.name.clone(), run)],
+            Handler::Run(run) => vec![(self.name.to_string(), run)],
             Handler::Versions(versions) => versions
                 .list
                 .iter()

@@ -292,7 +292,7 @@ fn app(
     };
     let handler = handler(&name, &path, file, span, runtime_dir)?;
     Ok(App {
-        name,
+        name: name.into(),
         tags,
         stats: std::sync::OnceLock::new(),
         hosts,

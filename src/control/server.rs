@@ -322,7 +322,7 @@ fn act(shared: &Shared, command: &str, req: &ActRequest) -> ActResponse {
             .collect();
         if runs.is_empty() {
             if whole_app {
-                response.skipped.push(app.name.clone());
+                response.skipped.push(app.name.to_string());
             }
             continue;
         }

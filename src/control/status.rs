@@ -49,9 +49,9 @@ pub struct AppStatus {
 impl AppStatus {
     /// The configured part of a row (name, route, handler, tags), counters from `saved`.
     pub fn configured(app: &App, saved: &SavedState) -> AppStatus {
-        let totals = saved.apps.get(&app.name).cloned().unwrap_or_default();
+        let totals = saved.apps.get(&*app.name).cloned().unwrap_or_default();
         AppStatus {
-            name: app.name.clone(),
+            name: app.name.to_string(),
             handler: app.handler.kind().to_string(),
             hosts: app.hosts.iter().map(ToString::to_string).collect(),
             path: app.path.clone(),

@@ -38,6 +38,13 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// A body with nothing in it (boxing it allocates nothing: it has no size).
+pub fn empty() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|e: Infallible| match e {})
+        .boxed_unsync()
+}
+
 /// A plain-text response from ondemand itself, e.g. 404 for a request no app matches.
 pub fn plain(status: StatusCode, text: String) -> Response<Body> {
     let mut resp = Response::new(full(text));

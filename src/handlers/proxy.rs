@@ -2,6 +2,7 @@
 //! unix sockets. The forwarding itself lives in [`crate::proxy`]; this module builds the app's
 //! upstream set and limits from `proxy = { ... }` and hands each request on.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +12,10 @@ use toml::Spanned;
 
 use super::Body;
 use crate::config::{Located, ProxyFile, UpstreamFile};
-use crate::idle::Activity;
 use crate::proxy::balance::UpstreamSet;
 use crate::proxy::upstream::{Address, Upstream};
 use crate::proxy::{self, headers, Limits};
+use crate::routing::path::RequestPath;
 
 /// Default for `timeout`: how long an upstream may take to start its response.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,34 +67,38 @@ impl Proxy {
         })
     }
 
-    /// Forwards one request of app `app` (mounted at `prefix`) for normalized `path`.
-    pub async fn serve(
-        &self,
-        app: &str,
+    /// Forwards one request of app `app` (mounted at `prefix`) for normalized `path`. (Not an
+    /// async fn: the future is the forwarding's own, without a state of this function's around it.)
+    pub fn serve<'a>(
+        &'a self,
+        app: &'a Arc<str>,
         prefix: &str,
-        path: &str,
+        path: RequestPath,
         req: Request<Incoming>,
-        client: headers::Client,
-        activity: &Activity,
-    ) -> Response<Body> {
-        let path = upstream_path(self.strip_prefix, prefix, path);
+        client: headers::Client<'a>,
+        served: proxy::Served<'a>,
+    ) -> impl Future<Output = Response<Body>> + Send + 'a {
+        let path = upstream_path(self.strip_prefix, prefix, &path);
         let fwd = proxy::Forward {
             app,
             path,
             client,
-            launcher: activity,
+            launcher: served.launcher,
             app_activity: None,
+            timers: served.timers,
+            upstream_time: served.upstream_time,
         };
-        proxy::forward(req, &self.upstreams, &self.limits, fwd).await
+        proxy::forward(req, &self.upstreams, &self.limits, fwd)
     }
 }
 
-/// The path to send upstream: `path` itself, or with `strip_prefix` without the app's prefix.
-pub fn upstream_path(strip_prefix: bool, prefix: &str, path: &str) -> String {
-    if strip_prefix {
-        strip(prefix, path)
-    } else {
-        path.to_string()
+/// The path to send upstream: `path` itself, or with `strip_prefix` without the app's prefix;
+/// `None` when that is the request's own target, to be sent as it came.
+pub fn upstream_path(strip_prefix: bool, prefix: &str, path: &RequestPath) -> Option<String> {
+    match path {
+        _ if strip_prefix => Some(strip(prefix, path.as_str())),
+        RequestPath::AsSent(_) => None,
+        RequestPath::Normalized(path) => Some(path.clone()),
     }
 }
 

@@ -16,7 +16,6 @@ use crate::apps::bulkhead::Full;
 use crate::apps::runner::{Refusal, Runner};
 use crate::apps::spec::RunSpec;
 use crate::config::{Located, RunFile};
-use crate::idle::Activity;
 use crate::proxy::{self, error_response, headers};
 
 /// An on-demand app.
@@ -58,12 +57,12 @@ impl Run {
     /// Forwards one request of app `app` (mounted at `prefix`) for normalized `path`.
     pub async fn serve(
         &self,
-        app: &str,
+        app: &Arc<str>,
         prefix: &str,
-        path: &str,
+        path: crate::routing::path::RequestPath,
         req: Request<Incoming>,
-        client: headers::Client,
-        launcher: &Activity,
+        client: headers::Client<'_>,
+        served: proxy::Served<'_>,
     ) -> Response<Body> {
         let runner = self.runner();
         let in_app = runner.activity.begin();
@@ -75,13 +74,15 @@ impl Run {
             Ok(upstreams) => upstreams,
             Err(refusal) => return refused(app, refusal),
         };
-        let path = super::proxy::upstream_path(runner.spec().strip_prefix, prefix, path);
+        let path = super::proxy::upstream_path(runner.spec().strip_prefix, prefix, &path);
         let fwd = proxy::Forward {
             app,
             path,
             client,
-            launcher,
+            launcher: served.launcher,
             app_activity: Some(&runner.activity),
+            timers: served.timers,
+            upstream_time: served.upstream_time,
         };
         let response = proxy::forward(req, &upstreams, &runner.spec().limits, fwd).await;
         response.map(|body| hold(body, (place, in_app)))

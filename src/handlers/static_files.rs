@@ -9,6 +9,7 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -27,8 +28,10 @@ pub struct StaticFiles {
     root: PathBuf,
     follow_symlinks: bool,
     /// Boxed: the backend holds a request's opened file, which makes `ServeDir` large for a
-    /// config value (the handler enum is as large as its largest variant).
-    dir: Box<Dir>,
+    /// config value (the handler enum is as large as its largest variant). In a Mutex, not
+    /// cloned per request (its paths are copied by a clone): `try_call` needs `&mut` only to
+    /// reach a fallback, which this one has none of, and its future owns a clone of the backend.
+    dir: Box<Mutex<Dir>>,
 }
 
 /// The configured `ServeDir`, confined to the root or free to follow symlinks.
@@ -72,7 +75,7 @@ impl StaticFiles {
         Ok(StaticFiles {
             root,
             follow_symlinks: !confined,
-            dir: Box::new(dir),
+            dir: Box::new(Mutex::new(dir)),
         })
     }
 
@@ -82,7 +85,11 @@ impl StaticFiles {
         let Some(req) = inner_request(relative, parts) else {
             return no_file(app, path);
         };
-        let result = Dir::clone(&self.dir).try_call(req).await;
+        let future = {
+            let mut dir = self.dir.lock().unwrap_or_else(|e| e.into_inner());
+            dir.try_call(req)
+        };
+        let result = future.await;
         match result {
             Ok(resp) if resp.status() == StatusCode::NOT_FOUND => no_file(app, path),
             Ok(resp) => resp.map(|body| body.map_err(BoxError::from).boxed_unsync()),

@@ -104,11 +104,15 @@ impl Default for AppStats {
 impl AppStats {
     /// Counts one finished request.
     pub fn record(&self, status: u16, latency: Duration) {
+        self.record_at(status, latency, Instant::now());
+    }
+
+    /// [`AppStats::record`] of a request that ended at `now` (a clock read the caller made).
+    pub fn record_at(&self, status: u16, latency: Duration, now: Instant) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[class].fetch_add(1, Ordering::Relaxed);
         let seconds = latency.as_secs_f64();
         self.latency.observe(seconds);
-        let now = Instant::now();
         let mut recent = lock(&self.recent);
         recent.advance(now);
         let slot = (recent.last_second % WINDOW_SECONDS as u64) as usize;

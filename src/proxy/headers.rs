@@ -12,14 +12,18 @@
 //! `TE: trailers` is passed on when the client sent it, as RFC 9110 §10.1.4 allows.
 
 use std::net::IpAddr;
+use std::sync::Mutex;
+
+use bytes::Bytes;
 
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, FORWARDED, HOST, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
 };
 
-/// Fields that only concern one connection, whatever `Connection` says.
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// Fields that only concern one connection, whatever `Connection` says. (A static: a `const`
+/// array of names is built and dropped again at every use.)
+static HOP_BY_HOP: [HeaderName; 7] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -29,21 +33,80 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     UPGRADE,
 ];
 
+/// Bits of [`hop_by_hop_present`], by position in [`HOP_BY_HOP`]; and one for `Expect`.
+const CONNECTION_BIT: u8 = 1 << 0;
+const TE_BIT: u8 = 1 << 3;
+const TRAILER_BIT: u8 = 1 << 4;
+const UPGRADE_BIT: u8 = 1 << 6;
+const EXPECT_BIT: u8 = 1 << 7;
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Who sent a request, as far as this hop knows.
 #[derive(Debug, Clone)]
-pub struct Client {
+pub struct Client<'a> {
     /// The peer's address; `None` for a unix-socket peer.
-    pub addr: Option<IpAddr>,
+    pub addr: Option<&'a PeerAddress>,
     /// "http" or "https": how the request reached ondemand.
     pub proto: &'static str,
-    /// The host the client asked for (Host or :authority), if any.
-    pub host: Option<String>,
+    /// The host the client asked for (Host or :authority) as it wrote it, if any: visible ASCII.
+    pub host: Option<HeaderValue>,
     /// True when the peer is a configured trusted proxy: its X-Forwarded-* and Forwarded are kept.
     pub trusted: bool,
+    /// The connection's last Forwarded element, for its next request; `None`: made anew.
+    pub forwarded: Option<&'a ForwardedCache>,
+}
+
+/// The Forwarded element of a connection's last request and the host it names. The next request
+/// on the connection nearly always names the same host (the address and protocol are the
+/// connection's), and then gets the same element without making it again.
+#[derive(Debug, Default)]
+pub struct ForwardedCache(Mutex<Option<(Option<Bytes>, HeaderValue)>>);
+
+impl ForwardedCache {
+    /// The element for `host`: the last one if it named the same host, else `make`'s.
+    fn get(
+        &self,
+        host: Option<&HeaderValue>,
+        make: impl FnOnce() -> Option<HeaderValue>,
+    ) -> Option<HeaderValue> {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let host = host.map(HeaderValue::as_bytes);
+        if let Some((last_host, element)) = &*last {
+            if last_host.as_deref() == host {
+                return Some(element.clone());
+            }
+        }
+        let element = make()?;
+        // A copy of the host: the Host field's value is a piece of hyper's read buffer, which
+        // could not be reused while a reference to it is kept.
+        *last = Some((host.map(Bytes::copy_from_slice), element.clone()));
+        Some(element)
+    }
+}
+
+/// A peer's address, with its text as X-Forwarded-For has it: made once per connection, not
+/// once per request.
+#[derive(Debug, Clone)]
+pub struct PeerAddress {
+    pub ip: IpAddr,
+    pub text: HeaderValue,
+}
+
+impl PeerAddress {
+    pub fn new(ip: IpAddr) -> PeerAddress {
+        let text = HeaderValue::from_str(&address_text(ip))
+            .unwrap_or_else(|_| unreachable!("an address is visible ASCII"));
+        PeerAddress { ip, text }
+    }
+
+    fn as_str(&self) -> &str {
+        self.text
+            .to_str()
+            .unwrap_or_else(|_| unreachable!("an address is visible ASCII"))
+    }
 }
 
 /// True when the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
@@ -64,39 +127,107 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> + '_ {
 }
 
 /// Removes the hop-by-hop fields (RFC 9110 §7.6.1): those listed above and those `Connection` names.
-///
-/// This runs twice for every proxied request: the names present are found in one pass over the
-/// map, and only those are removed (a removal hashes the name, present or not).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let mut gone: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| HOP_BY_HOP.contains(name))
-        .cloned()
-        .collect();
-    if gone.contains(&CONNECTION) {
-        // A Connection token naming an end-to-end field we need (Host) is ignored, as nginx does.
-        gone.extend(
-            connection_tokens(headers)
-                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-                .filter(|name| *name != HOST),
-        );
+    let present = hop_by_hop_present(headers);
+    remove_present(headers, present);
+}
+
+/// Which of [`HOP_BY_HOP`] (and `Expect`) `headers` has, one bit each. This runs twice for every
+/// proxied request: the names are found in one pass over the map, and then only those present
+/// are looked up or removed (a look-up hashes the name, present or not). The names are matched
+/// as text, which for most names is a comparison of lengths.
+fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
+    let mut present = 0;
+    for name in headers.keys() {
+        let bit = match name.as_str() {
+            "connection" => 0,
+            "keep-alive" => 1,
+            "proxy-connection" => 2,
+            "te" => 3,
+            "trailer" => 4,
+            "transfer-encoding" => 5,
+            "upgrade" => 6,
+            "expect" => 7,
+            _ => continue,
+        };
+        present |= 1 << bit;
     }
-    for name in gone {
-        headers.remove(name);
+    debug_assert!(HOP_BY_HOP
+        .iter()
+        .enumerate()
+        .all(|(i, h)| headers.contains_key(h) == (present & (1 << i) != 0)));
+    present
+}
+
+/// Removes the hop-by-hop fields of `present` (from [`hop_by_hop_present`]).
+fn remove_present(headers: &mut HeaderMap, present: u8) {
+    if present & CONNECTION_BIT != 0 {
+        remove_named_by_connection(headers);
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    if present & EXPECT_BIT != 0 {
+        // The client may wait for 100 Continue; ondemand's server sends it when the body is
+        // first read, so the upstream must not be asked to (hyper's client never waits for it).
+        // (Only requests have it.)
+        headers.remove(http::header::EXPECT);
+    }
+}
+
+/// Removes the fields that `Connection` names. A token naming an end-to-end field we need (Host)
+/// is ignored, as nginx does. The names are looked up as they are written (no `HeaderName` is
+/// made, which for a name hyper does not know means a copy).
+fn remove_named_by_connection(headers: &mut HeaderMap) {
+    // The usual case, a single `Connection: keep-alive` (or `close`), names no field to remove.
+    let mut values = headers.get_all(CONNECTION).iter();
+    if let (Some(only), None) = (values.next(), values.next()) {
+        let value = only.as_bytes();
+        if value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close") {
+            return;
+        }
+    }
+    // Copies of the values (reference-counted) to read while the map changes; the second list is
+    // for repeated Connection fields, and stays empty (no allocation) for the usual one.
+    let mut values = headers.get_all(CONNECTION).iter();
+    let first = values.next().cloned();
+    let more: Vec<HeaderValue> = values.cloned().collect();
+    for value in first.iter().chain(&more) {
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        for token in value.split(',').map(str::trim) {
+            // `close` and `keep-alive`, the usual tokens, name no field to remove here (the
+            // Keep-Alive field goes as hop-by-hop anyway).
+            let skip = ["", "host", "close", "keep-alive"];
+            if !skip.iter().any(|s| token.eq_ignore_ascii_case(s)) {
+                headers.remove(token);
+            }
+        }
     }
 }
 
 /// Rewrites a request's header fields for the upstream (see the module docs).
-pub fn for_upstream(headers: &mut HeaderMap, client: &Client, upgrade: bool) {
-    let upgrade_protocol = upgrade.then(|| headers.get(UPGRADE).cloned()).flatten();
-    let trailer = headers.get(TRAILER).cloned();
-    let te_trailers = headers
-        .get_all(TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    remove_hop_by_hop(headers);
+pub fn for_upstream(headers: &mut HeaderMap, client: &Client<'_>, upgrade: bool) {
+    let present = hop_by_hop_present(headers);
+    let mut upgrade_protocol = None;
+    if upgrade && present & UPGRADE_BIT != 0 {
+        upgrade_protocol = headers.get(UPGRADE).cloned();
+    }
+    let mut trailer = None;
+    if present & TRAILER_BIT != 0 {
+        trailer = headers.get(TRAILER).cloned();
+    }
+    let te_trailers = present & TE_BIT != 0
+        && headers
+            .get_all(TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    remove_present(headers, present);
     if let Some(protocol) = upgrade_protocol {
         headers.insert(UPGRADE, protocol);
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -107,20 +238,25 @@ pub fn for_upstream(headers: &mut HeaderMap, client: &Client, upgrade: bool) {
     if te_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
     }
-    // The client may wait for 100 Continue; ondemand's server sends it when the body is first
-    // read, so the upstream must not be asked to (hyper's client never waits for it).
-    headers.remove(http::header::EXPECT);
     set_forwarded(headers, client);
 }
 
 /// Rewrites a response's header fields for the client: hop-by-hop removed, except what a
 /// protocol switch (101) needs, and the `Trailer` announcement (see the module docs).
 pub fn for_client(headers: &mut HeaderMap, switching_protocols: bool) {
-    let upgrade = switching_protocols
-        .then(|| headers.get(UPGRADE).cloned())
-        .flatten();
-    let trailer = headers.get(TRAILER).cloned();
-    remove_hop_by_hop(headers);
+    let present = hop_by_hop_present(headers) & !EXPECT_BIT;
+    if present == 0 {
+        return;
+    }
+    let mut upgrade = None;
+    if switching_protocols && present & UPGRADE_BIT != 0 {
+        upgrade = headers.get(UPGRADE).cloned();
+    }
+    let mut trailer = None;
+    if present & TRAILER_BIT != 0 {
+        trailer = headers.get(TRAILER).cloned();
+    }
+    remove_present(headers, present);
     if let Some(protocol) = upgrade {
         headers.insert(UPGRADE, protocol);
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -131,37 +267,37 @@ pub fn for_client(headers: &mut HeaderMap, switching_protocols: bool) {
     debug_assert!(!headers.contains_key(TRANSFER_ENCODING));
 }
 
-fn set_forwarded(headers: &mut HeaderMap, client: &Client) {
-    let host_field = headers.get(HOST);
+fn set_forwarded(headers: &mut HeaderMap, client: &Client<'_>) {
     let host = client
         .host
-        .as_deref()
-        .or_else(|| host_field.and_then(|h| h.to_str().ok()));
-    let addr = client.addr.map(address_text);
-    let forwarded = forwarded_element(client, addr.as_deref(), host);
-    // A copy of the Host field's value where that is the host (no allocation).
-    let host = host.and_then(|text| match host_field {
-        Some(field) if field.as_bytes() == text.as_bytes() => Some(field.clone()),
-        _ => HeaderValue::from_str(text).ok(),
-    });
+        .clone()
+        .or_else(|| headers.get(HOST).filter(|h| h.to_str().is_ok()).cloned());
+    let host_text = host.as_ref().and_then(|h| h.to_str().ok());
     let proto = HeaderValue::from_static(client.proto);
     if client.trusted {
-        if let Some(addr) = &addr {
-            append_list(headers, X_FORWARDED_FOR, addr);
+        if let Some(addr) = &client.addr {
+            append_list(headers, X_FORWARDED_FOR, addr.as_str());
         }
         set_if_absent(headers, X_FORWARDED_PROTO, proto);
+        append_list(headers, FORWARDED, &forwarded_element(client, host_text));
         if let Some(value) = host {
             set_if_absent(headers, X_FORWARDED_HOST, value);
         }
-        append_list(headers, FORWARDED, &forwarded);
         return;
     }
+    // The String's bytes become the value's without a copy (its capacity is its length).
+    let make =
+        || HeaderValue::from_maybe_shared(Bytes::from(forwarded_element(client, host_text))).ok();
+    let forwarded = match client.forwarded {
+        Some(cache) => cache.get(host.as_ref(), make),
+        None => make(),
+    };
     // What the client sent in these is replaced.
-    match addr.map(HeaderValue::try_from) {
-        Some(Ok(addr)) => {
-            headers.insert(X_FORWARDED_FOR, addr);
+    match &client.addr {
+        Some(addr) => {
+            headers.insert(X_FORWARDED_FOR, addr.text.clone());
         }
-        _ => {
+        None => {
             headers.remove(X_FORWARDED_FOR);
         }
     }
@@ -170,9 +306,9 @@ fn set_forwarded(headers: &mut HeaderMap, client: &Client) {
         Some(value) => headers.insert(X_FORWARDED_HOST, value),
         None => headers.remove(X_FORWARDED_HOST),
     };
-    match HeaderValue::try_from(forwarded) {
-        Ok(value) => headers.insert(FORWARDED, value),
-        Err(_) => headers.remove(FORWARDED),
+    match forwarded {
+        Some(value) => headers.insert(FORWARDED, value),
+        None => headers.remove(FORWARDED),
     };
 }
 
@@ -198,22 +334,20 @@ fn address_text(addr: IpAddr) -> String {
     text
 }
 
-/// One `Forwarded` element (RFC 7239 §4): `for=...;proto=...;host=...`, with `addr` the
-/// client's address as [`address_text`] writes it.
-fn forwarded_element(client: &Client, addr: Option<&str>, host: Option<&str>) -> String {
-    let mut element = String::with_capacity(64);
-    element.push_str("for=");
-    match (client.addr, addr) {
-        (Some(IpAddr::V6(_)), Some(text)) => {
-            element.push_str("\"[");
-            element.push_str(text);
-            element.push_str("]\"");
-        }
-        (_, Some(text)) => element.push_str(text),
-        (_, None) => element.push_str("unknown"),
+/// One `Forwarded` element (RFC 7239 §4): `for=...;proto=...;host=...`, in a String exactly as
+/// long as its capacity.
+fn forwarded_element(client: &Client<'_>, host: Option<&str>) -> String {
+    let (open, addr, close) = match &client.addr {
+        Some(addr) if addr.ip.is_ipv6() => ("\"[", addr.as_str(), "]\""),
+        Some(addr) => ("", addr.as_str(), ""),
+        None => ("", "unknown", ""),
+    };
+    let host_len = host.map_or(0, |h| ";host=".len() + quoted_len(h));
+    let len = "for=".len() + open.len() + addr.len() + close.len() + ";proto=".len();
+    let mut element = String::with_capacity(len + client.proto.len() + host_len);
+    for part in ["for=", open, addr, close, ";proto=", client.proto] {
+        element.push_str(part);
     }
-    element.push_str(";proto=");
-    element.push_str(client.proto);
     if let Some(host) = host {
         element.push_str(";host=");
         push_quoted_if_needed(&mut element, host);
@@ -221,13 +355,44 @@ fn forwarded_element(client: &Client, addr: Option<&str>, host: Option<&str>) ->
     element
 }
 
+/// True for a token (RFC 9110 §5.6.2), which a parameter value may be without quotes.
+fn is_token(value: &str) -> bool {
+    // A match, not a search of a list of the punctuation (a call per byte).
+    let tchar = |b: u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            )
+    };
+    !value.is_empty() && value.bytes().all(tchar)
+}
+
+/// The length of `value` as [`push_quoted_if_needed`] writes it.
+fn quoted_len(value: &str) -> usize {
+    if is_token(value) {
+        return value.len();
+    }
+    let escapes = value.bytes().filter(|b| matches!(b, b'\\' | b'"')).count();
+    2 + value.len() + escapes
+}
+
 /// Appends a token as is; anything else as a quoted-string (RFC 7230 §3.2.6).
 fn push_quoted_if_needed(out: &mut String, value: &str) {
-    let token = !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if token {
+    if is_token(value) {
         out.push_str(value);
     } else {
         out.push('"');
@@ -279,13 +444,49 @@ mod tests {
         h
     }
 
-    fn client(trusted: bool) -> Client {
+    fn peer(ip: &str) -> &'static PeerAddress {
+        Box::leak(Box::new(PeerAddress::new(ip.parse().unwrap())))
+    }
+
+    fn client(trusted: bool) -> Client<'static> {
         Client {
-            addr: Some("192.0.2.7".parse().unwrap()),
+            addr: Some(peer("192.0.2.7")),
             proto: "http",
-            host: Some("app.example".into()),
+            host: Some(HeaderValue::from_static("app.example")),
             trusted,
+            forwarded: None,
         }
+    }
+
+    #[test]
+    fn a_connection_reuses_its_forwarded_element_for_the_same_host() {
+        let cache = ForwardedCache::default();
+        let mut c = client(false);
+        c.forwarded = Some(&cache);
+        let forwarded = |c: &Client<'_>| {
+            let mut h = headers(&[("host", "ignored.example")]);
+            for_upstream(&mut h, c, false);
+            h.get("forwarded").unwrap().clone()
+        };
+        let first = forwarded(&c);
+        assert_eq!(first, "for=192.0.2.7;proto=http;host=app.example");
+        let again = forwarded(&c);
+        assert_eq!(
+            again.as_bytes().as_ptr(),
+            first.as_bytes().as_ptr(),
+            "the same value, not a new one"
+        );
+        c.host = Some(HeaderValue::from_static("other.example:8080"));
+        assert_eq!(
+            forwarded(&c),
+            "for=192.0.2.7;proto=http;host=\"other.example:8080\""
+        );
+        c.host = None;
+        assert_eq!(
+            forwarded(&c),
+            "for=192.0.2.7;proto=http;host=ignored.example",
+            "without a host of its own, the Host field's"
+        );
     }
 
     fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -387,8 +588,8 @@ mod tests {
     #[test]
     fn ipv6_and_unix_peers_in_forwarded() {
         let mut c = client(false);
-        c.addr = Some("2001:db8::1".parse().unwrap());
-        c.host = Some("app.example:8080".into());
+        c.addr = Some(peer("2001:db8::1"));
+        c.host = Some(HeaderValue::from_static("app.example:8080"));
         let mut h = HeaderMap::new();
         for_upstream(&mut h, &c, false);
         assert_eq!(
@@ -400,6 +601,39 @@ mod tests {
         for_upstream(&mut h, &c, false);
         assert!(!h.contains_key("x-forwarded-for"));
         assert!(get(&h, "forwarded").unwrap().starts_with("for=unknown;"));
+    }
+
+    #[test]
+    fn a_forwarded_element_is_made_in_one_allocation_of_its_exact_length() {
+        let mut c = client(false);
+        let hosts = [None, Some("app.example"), Some("a b"), Some("q\"uo\\te")];
+        for addr in [Some("192.0.2.7"), Some("2001:db8::1"), None] {
+            c.addr = addr.map(peer);
+            for host in hosts {
+                let element = forwarded_element(&c, host);
+                assert_eq!(element.len(), element.capacity(), "{element}");
+            }
+        }
+        assert_eq!(
+            forwarded_element(&c, Some("q\"uo\\te")),
+            "for=unknown;proto=http;host=\"q\\\"uo\\\\te\""
+        );
+    }
+
+    #[test]
+    fn repeated_connection_fields_all_name_fields_to_remove() {
+        let mut h = headers(&[
+            ("connection", "X-One"),
+            ("connection", "close, x-two"),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("x-three", "3"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert!(!h.contains_key("connection"));
+        assert!(!h.contains_key("x-one"));
+        assert!(!h.contains_key("x-two"));
+        assert_eq!(get(&h, "x-three"), Some("3"));
     }
 
     #[test]

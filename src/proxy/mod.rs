@@ -17,12 +17,14 @@ pub mod request_body;
 mod tunnel;
 pub mod upstream;
 
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST, RETRY_AFTER};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
@@ -30,9 +32,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 
-use crate::access::UpstreamTime;
 use crate::handlers::{plain, Body, BodyInService, BoxError};
 use crate::idle::Activity;
+use crate::timer::{self, LentDeadline, TimerSlot};
 use balance::UpstreamSet;
 use request_body::{BodyStalled, StallLimited};
 use upstream::{InFlight, Upstream};
@@ -46,62 +48,124 @@ pub struct Limits {
     pub max_body: Option<u64>,
 }
 
+/// What a request is served with, besides itself: the launcher's activity (an open WebSocket
+/// tunnel counts as activity) and the timer its connection lends for the response deadline.
+#[derive(Clone, Copy)]
+pub struct Served<'a> {
+    pub launcher: &'a Activity,
+    /// `None`: the request makes a timer of its own.
+    pub timers: Option<&'a TimerSlot>,
+    /// Where to note the time the upstream took to send its response head (for the access log).
+    pub upstream_time: Option<&'a OnceLock<Duration>>,
+}
+
 /// One request to forward, with what the proxy needs to know about it.
 pub struct Forward<'a> {
-    pub app: &'a str,
-    /// The path to send upstream (already normalized; the app's prefix already removed if asked).
-    pub path: String,
-    pub client: headers::Client,
+    pub app: &'a Arc<str>,
+    /// The path to send upstream (already normalized; the app's prefix already removed if asked);
+    /// `None` to send the request's own target (path and query) as it came.
+    pub path: Option<String>,
+    pub client: headers::Client<'a>,
     /// What an open WebSocket tunnel counts as activity of: the launcher's, and the app's own
     /// for an on-demand app.
     pub launcher: &'a Activity,
     pub app_activity: Option<&'a Activity>,
+    /// Where the timer for the app's `timeout` comes from.
+    pub timers: Option<&'a TimerSlot>,
+    /// See [`Served::upstream_time`].
+    pub upstream_time: Option<&'a OnceLock<Duration>>,
 }
 
 /// Forwards `req` to one of `upstreams` and returns the response (or ondemand's own error answer).
-pub async fn forward(
+///
+/// What can be done before the upstream is asked is done at once, so that the returned future
+/// holds only the request as it goes upstream: futures are moved whole (into a box, into hyper),
+/// and whatever they hold is paid for on every request.
+pub fn forward<'a>(
     mut req: Request<Incoming>,
-    upstreams: &UpstreamSet,
-    limits: &Limits,
-    fwd: Forward<'_>,
-) -> Response<Body> {
+    upstreams: &'a UpstreamSet,
+    limits: &'a Limits,
+    fwd: Forward<'a>,
+) -> impl Future<Output = Response<Body>> + Send + 'a {
+    let reply = Reply {
+        app: fwd.app,
+        launcher: fwd.launcher,
+        app_activity: fwd.app_activity,
+        timers: fwd.timers,
+        upstream_time: fwd.upstream_time,
+    };
     if let Some(too_large) = body_too_large(req.headers(), limits, fwd.app) {
-        return too_large;
+        return Either::Left(std::future::ready(too_large));
     }
     let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let Some(outgoing) = upstream_request(req, limits, &fwd) else {
-        return error_response(
+    let Some(outgoing) = upstream_request(req, upgrade, limits, &fwd) else {
+        return Either::Left(std::future::ready(error_response(
             StatusCode::BAD_REQUEST,
             fwd.app,
             "the request target cannot be forwarded",
-        );
+        )));
     };
+    Either::Right(exchange_and_reply(
+        outgoing,
+        client_upgrade,
+        upstreams,
+        limits,
+        reply,
+    ))
+}
+
+/// What [`forward`] needs of [`Forward`] once the request is on its way.
+#[derive(Clone, Copy)]
+struct Reply<'a> {
+    app: &'a Arc<str>,
+    launcher: &'a Activity,
+    app_activity: Option<&'a Activity>,
+    timers: Option<&'a TimerSlot>,
+    upstream_time: Option<&'a OnceLock<Duration>>,
+}
+
+/// Sends `outgoing` upstream and turns the upstream's response into the client's.
+async fn exchange_and_reply(
+    outgoing: Request<Body>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upstreams: &UpstreamSet,
+    limits: &Limits,
+    fwd: Reply<'_>,
+) -> Response<Body> {
     let mut last_tried = None;
     let sent = tokio::time::Instant::now();
-    let exchange = exchange(outgoing, upstreams, limits, fwd.app, &mut last_tried);
-    let (response, upstream, sender, in_flight) =
-        match tokio::time::timeout(limits.timeout, exchange).await {
-            Ok(Ok(done)) => done,
-            Ok(Err(failure)) => return failure,
-            Err(_) => {
-                let within = humantime::format_duration(limits.timeout);
-                let upstream =
-                    last_tried.map_or_else(String::new, |u: Arc<Upstream>| u.address.to_string());
-                tracing::warn!(
-                    app = fwd.app,
-                    upstream = %upstream,
-                    "upstream did not answer within {within} (timeout)"
-                );
-                return error_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    fwd.app,
-                    &format!("the upstream did not answer within {within}"),
-                );
-            }
-        };
+    let mut deadline = match fwd.timers {
+        Some(slot) => slot.lend(sent + limits.timeout),
+        None => LentDeadline::own(sent + limits.timeout),
+    };
+    let outcome = {
+        let exchange = exchange(outgoing, upstreams, limits, fwd.app, &mut last_tried);
+        timer::within(&mut deadline, std::pin::pin!(exchange)).await
+    };
+    let (response, upstream, sender, in_flight) = match outcome {
+        Some(Ok(done)) => done,
+        Some(Err(failure)) => return failure,
+        None => {
+            let within = humantime::format_duration(limits.timeout);
+            let upstream =
+                last_tried.map_or_else(String::new, |u: Arc<Upstream>| u.address.to_string());
+            tracing::warn!(
+                app = &**fwd.app,
+                upstream = %upstream,
+                "upstream did not answer within {within} (timeout)"
+            );
+            return error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                fwd.app,
+                &format!("the upstream did not answer within {within}"),
+            );
+        }
+    };
     let (mut parts, body) = response.into_parts();
-    parts.extensions.insert(UpstreamTime(sent.elapsed()));
+    if let Some(time) = fwd.upstream_time {
+        let _ = time.set(sent.elapsed());
+    }
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::for_client(&mut parts.headers, switching);
     if switching {
@@ -131,7 +195,7 @@ pub async fn forward(
     let body = UpstreamBody {
         inner: body,
         give_back: Some((upstream, sender)),
-        app: fwd.app.to_string(),
+        app: fwd.app.clone(),
         bytes: 0,
         _in_flight: in_flight,
     };
@@ -155,17 +219,19 @@ fn too_large(app: &str, max: u64) -> Response<Body> {
 }
 
 /// The request as the upstream gets it: origin-form target, HTTP/1.1, headers rewritten.
+/// `upgrade`: the request asks to switch protocols (see [`headers::wants_upgrade`]).
 fn upstream_request(
     req: Request<Incoming>,
+    upgrade: bool,
     limits: &Limits,
     fwd: &Forward<'_>,
 ) -> Option<Request<Body>> {
     let (mut parts, body) = req.into_parts();
-    let target = match parts.uri.query() {
-        Some(q) => format!("{}?{q}", fwd.path),
-        None => fwd.path.clone(),
+    let target = match (&fwd.path, parts.uri.query()) {
+        (None, _) => parts.uri.path_and_query()?.clone(),
+        (Some(path), Some(q)) => PathAndQuery::try_from(format!("{path}?{q}")).ok()?,
+        (Some(path), None) => PathAndQuery::try_from(path.as_str()).ok()?,
     };
-    let target = PathAndQuery::try_from(target).ok()?;
     // HTTP/2 carries the host in :authority, and an absolute-form target (`GET http://a/x`)
     // carries it in the target, which then overrides any Host field (RFC 9112 §3.2.2): the
     // upstream gets the host the request was routed by, in the Host field HTTP/1.1 requires.
@@ -176,11 +242,15 @@ fn upstream_request(
     {
         parts.headers.insert(HOST, host);
     }
-    let upgrade = parts.version == Version::HTTP_11 && headers::wants_upgrade(&parts.headers);
     headers::for_upstream(&mut parts.headers, &fwd.client, upgrade);
     parts.uri = Uri::from(target);
     parts.version = Version::HTTP_11;
     let reading = parts.extensions.remove::<BodyInService>();
+    if reading.is_none() && hyper::body::Body::is_end_stream(&body) {
+        // No body (most requests): an empty one, which takes no allocation and no polling
+        // through the layers below.
+        return Some(Request::from_parts(parts, crate::handlers::empty()));
+    }
     let body = StallLimited::new(body, limits.timeout, reading);
     let body = match limits.max_body {
         Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed_unsync(),
@@ -206,16 +276,18 @@ async fn exchange(
     last_tried: &mut Option<Arc<Upstream>>,
 ) -> Result<Exchanged, Response<Body>> {
     let mut req = req;
+    // Only a refused upstream is noted: most requests are sent to the first one picked, and then
+    // the list is never allocated.
     let mut tried = Vec::new();
     let mut refused = None;
     while let Some(index) = upstreams.pick(&tried) {
-        tried.push(index);
         let upstream = upstreams.upstreams[index].clone();
         *last_tried = Some(upstream.clone());
         let in_flight = upstream.begin();
         match send(&upstream, req).await {
             Ok((response, sender)) => return Ok((response, upstream, sender, in_flight)),
             Err(Failure::Refused(e, back)) => {
+                tried.push(index);
                 tracing::warn!(app, upstream = %upstream.address, "{e}");
                 refused = Some(e);
                 req = *back;
@@ -249,9 +321,16 @@ async fn send(
     upstream: &Upstream,
     req: Request<Body>,
 ) -> Result<(Response<Incoming>, http1::SendRequest<Body>), Failure> {
-    let conn = match upstream.connection().await {
-        Ok(c) => c,
-        Err(e) => return Err(Failure::Refused(e, Box::new(req))),
+    // The rare paths' states are boxed: in this future they would make every request's larger.
+    let conn = match upstream.pooled() {
+        Some(conn) => conn,
+        None => match Box::pin(upstream.connect()).await {
+            Ok(sender) => upstream::Connection {
+                sender,
+                idle_for: None,
+            },
+            Err(e) => return Err(Failure::Refused(e, Box::new(req))),
+        },
     };
     let retry = conn
         .idle_for
@@ -265,7 +344,15 @@ async fn send(
     if conn.idle_for.is_none() {
         return Err(Failure::Failed(error.into_error()));
     }
-    let mut error = error;
+    Box::pin(send_again(upstream, error, retry)).await
+}
+
+/// [`send`]'s second try, on a new connection, after a pooled one failed with `error`.
+async fn send_again(
+    upstream: &Upstream,
+    mut error: hyper::client::conn::TrySendError<Request<Body>>,
+    retry: Option<RetryTemplate>,
+) -> Result<(Response<Incoming>, http1::SendRequest<Body>), Failure> {
     let again = match (error.take_message(), retry.as_ref()) {
         (Some(req), _) => req,
         (None, Some(template)) => template.request(),
@@ -414,7 +501,7 @@ struct UpstreamBody {
     give_back: Option<(Arc<Upstream>, http1::SendRequest<Body>)>,
     /// The app's name and the body bytes passed on so far, for the log line when the upstream
     /// breaks off mid-body (the client only sees its connection close).
-    app: String,
+    app: Arc<str>,
     bytes: u64,
     _in_flight: InFlight,
 }

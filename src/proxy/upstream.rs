@@ -171,11 +171,8 @@ impl Upstream {
 
     /// A connection from the pool, or a new one.
     pub async fn connection(&self) -> Result<Connection, ConnectError> {
-        if let Some((sender, idle_for)) = self.pooled() {
-            return Ok(Connection {
-                sender,
-                idle_for: Some(idle_for),
-            });
+        if let Some(conn) = self.pooled() {
+            return Ok(conn);
         }
         self.connect().await.map(|sender| Connection {
             sender,
@@ -211,12 +208,16 @@ impl Upstream {
         }
     }
 
-    fn pooled(&self) -> Option<(http1::SendRequest<Body>, Duration)> {
+    /// A connection from the pool, if it has one ready.
+    pub fn pooled(&self) -> Option<Connection> {
         let mut idle = lock(&self.idle);
         while let Some(conn) = idle.pop() {
             let idle_for = conn.since.elapsed();
             if idle_for < POOL_IDLE_TIMEOUT && conn.sender.is_ready() {
-                return Some((conn.sender, idle_for));
+                return Some(Connection {
+                    sender: conn.sender,
+                    idle_for: Some(idle_for),
+                });
             }
         }
         None

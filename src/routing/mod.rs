@@ -10,8 +10,10 @@
 
 pub mod path;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// A host pattern from the config, already lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -71,9 +73,35 @@ impl fmt::Display for HostPattern {
     }
 }
 
+/// The route table's maps, keyed by host or path prefix.
+type Map<V> = HashMap<String, V, BuildHasherDefault<Fnv>>;
+
+/// FNV-1a, the route table's hash. Its keys come from the config; a client only looks them up and
+/// cannot add colliding ones, so SipHash's protection against flooding buys nothing here, while
+/// it cost more than the rest of a lookup (a lookup hashes once per path segment).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 /// Path prefixes of one host group, each mapped to an app index.
 #[derive(Debug, Default, Clone)]
-struct PathTable(HashMap<String, usize>);
+struct PathTable(Map<usize>);
 
 impl PathTable {
     /// The app with the longest prefix of `path` (a normalized path), matching whole segments.
@@ -95,8 +123,8 @@ impl PathTable {
 /// The compiled route table. Apps are referred to by their index in the config's app list.
 #[derive(Debug, Default, Clone)]
 pub struct Router {
-    exact: HashMap<String, PathTable>,
-    wildcard: HashMap<String, PathTable>,
+    exact: Map<PathTable>,
+    wildcard: Map<PathTable>,
     any_host: PathTable,
 }
 
@@ -133,9 +161,11 @@ impl Router {
                 return Some(table);
             }
             // Leftmost dot first: the longest suffix, so the most specific wildcard wins.
-            for (i, _) in host.match_indices('.') {
-                if let Some(table) = self.wildcard.get(&host[i..]) {
-                    return Some(table);
+            if !self.wildcard.is_empty() {
+                for (i, _) in host.match_indices('.') {
+                    if let Some(table) = self.wildcard.get(&host[i..]) {
+                        return Some(table);
+                    }
                 }
             }
         }
@@ -146,13 +176,36 @@ impl Router {
 /// The host a request is for, as routing compares it: lower-case, without port or trailing dot.
 /// `authority` is the Host header or the :authority of an HTTP/2 request.
 pub fn request_host(authority: &str) -> String {
-    let host = if authority.starts_with('[') {
+    host_key(authority).into_owned()
+}
+
+/// [`request_host`], borrowed from `authority` unless it has upper-case letters.
+pub fn host_key(authority: &str) -> Cow<'_, str> {
+    // Byte searches: this runs for every request, and the generic `char` patterns cost more.
+    let bytes = authority.as_bytes();
+    let end = if bytes.first() == Some(&b'[') {
         // IPv6 literal: keep the brackets, drop a port after them.
-        authority.split_inclusive(']').next().unwrap_or(authority)
+        bytes
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(bytes.len(), |i| i + 1)
     } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+        bytes
+            .iter()
+            .rposition(|&b| b == b':')
+            .unwrap_or(bytes.len())
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    // Without the trailing dots.
+    let end = bytes[..end]
+        .iter()
+        .rposition(|&b| b != b'.')
+        .map_or(0, |i| i + 1);
+    let host = &authority[..end];
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +285,24 @@ mod tests {
         assert_eq!(request_host("hello.example."), "hello.example");
         assert_eq!(request_host("[::1]:80"), "[::1]");
         assert_eq!(request_host("[::1]"), "[::1]");
+        assert!(matches!(
+            host_key("a.example:80"),
+            Cow::Borrowed("a.example")
+        ));
+        assert!(matches!(host_key("A.example"), Cow::Owned(h) if h == "a.example"));
+    }
+
+    #[test]
+    fn the_route_hash_is_fnv_1a() {
+        // The published FNV-1a 64 test vectors.
+        let hash = |bytes: &[u8]| {
+            let mut h = Fnv::default();
+            h.write(bytes);
+            h.finish()
+        };
+        assert_eq!(hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(hash(b"foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! unreserved escapes before removing dot-segments or resolve `/../` above the root silently, and
 //! routing needs exactly this definition.
 
+use std::borrow::Cow;
 use std::fmt;
+
+use http::uri::PathAndQuery;
 
 /// Why a path was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,40 @@ impl std::error::Error for PathError {}
 
 /// Normalizes `raw` (the path part of a request target, without the query).
 pub fn normalize(raw: &str) -> Result<String, PathError> {
+    normalized(raw).map(Cow::into_owned)
+}
+
+/// [`normalize`], borrowing `raw` when it is normal already (the common case, checked on every
+/// request).
+pub fn normalized(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    if is_normal(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    normalize_slowly(raw).map(Cow::Owned)
+}
+
+/// True when `normalize` would return `raw` itself: an absolute path without escapes, without
+/// empty segments (but for a trailing slash), and without dot-segments.
+fn is_normal(raw: &str) -> bool {
+    let Some(rest) = raw.strip_prefix('/') else {
+        return false;
+    };
+    if raw.as_bytes().contains(&b'%') {
+        return false;
+    }
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        match segment {
+            "." | ".." => return false,
+            "" if !last => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+fn normalize_slowly(raw: &str) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -69,6 +106,36 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
         out.push('/');
     }
     Ok(out)
+}
+
+/// A request's normalized path, as handlers get it. Most requests are sent with a normal path:
+/// that path is then kept as part of the request target it came in (no copy), which a proxy
+/// forwards as it is.
+#[derive(Debug, Clone)]
+pub enum RequestPath {
+    /// The request target's path was normal already: the target itself (path and query).
+    AsSent(PathAndQuery),
+    /// The normalized path, which differs from the one sent.
+    Normalized(String),
+}
+
+impl RequestPath {
+    /// The path normalized from `raw`, the path of the request target `sent`.
+    pub fn new(normalized: Cow<'_, str>, sent: Option<&PathAndQuery>) -> RequestPath {
+        match (normalized, sent) {
+            (Cow::Borrowed(path), Some(sent)) if sent.path() == path => {
+                RequestPath::AsSent(sent.clone())
+            }
+            (path, _) => RequestPath::Normalized(path.into_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            RequestPath::AsSent(sent) => sent.path(),
+            RequestPath::Normalized(path) => path,
+        }
+    }
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -120,6 +187,42 @@ mod tests {
         for p in ["/", "/a", "/a/b", "/a/b/", "/%2F", "/a%20b"] {
             assert_eq!(normalize(p).unwrap(), p);
         }
+    }
+
+    #[test]
+    fn normal_paths_are_borrowed_and_the_rest_normalized_the_long_way() {
+        for p in ["/", "/a", "/a/b/", "/a.b/.c/..d/", "/a~b_c-d"] {
+            assert!(
+                matches!(normalized(p), Ok(Cow::Borrowed(b)) if b == p),
+                "{p}"
+            );
+        }
+        for p in [
+            "//", "/a//b", "/.", "/a/.", "/a/./", "/a/..", "/a/../b", "/%61", "/a%2f", "/a/.%2e",
+            "a", "",
+        ] {
+            assert!(!matches!(normalized(p), Ok(Cow::Borrowed(_))), "{p}");
+            assert_eq!(
+                normalized(p).map(Cow::into_owned),
+                normalize_slowly(p),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_path_keeps_the_target_when_it_is_normal() {
+        let sent = PathAndQuery::from_static("/a/b?q=1");
+        let path = RequestPath::new(normalized(sent.path()).unwrap(), Some(&sent));
+        assert!(matches!(&path, RequestPath::AsSent(t) if t.as_str() == "/a/b?q=1"));
+        assert_eq!(path.as_str(), "/a/b");
+        let sent = PathAndQuery::from_static("/a/./b?q=1");
+        let path = RequestPath::new(normalized(sent.path()).unwrap(), Some(&sent));
+        assert!(matches!(&path, RequestPath::Normalized(p) if p == "/a/b"));
+        // `OPTIONS *` is routed as "/", which is not its target.
+        let sent = PathAndQuery::from_static("*");
+        let path = RequestPath::new(normalized("/").unwrap(), Some(&sent));
+        assert!(matches!(&path, RequestPath::Normalized(p) if p == "/"));
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //! on the same socket, or on a socket that speaks TLS, HTTP/1.1 and HTTP/2 after the handshake
 //! (by ALPN); with the connection limit, the head deadlines and a graceful close on shutdown.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -242,16 +245,33 @@ where
     let io = TokioIo::new(DeadlineIo::new(stream, conn.clone(), deadlines));
     let shared = ctx.shared.clone();
     let conn_for_service = conn.clone();
+    // `map`, not an async block around it: that would hold the request's future in a state
+    // of its own, and every request would copy it once more.
     let service = service_fn(move |req| {
-        let response = request::handle(req, &shared, &conn_for_service);
-        async move { Ok::<_, std::convert::Infallible>(response.await) }
+        request::handle(req, &shared, &conn_for_service).map(Ok::<_, std::convert::Infallible>)
     });
     let builder = builder(&settings);
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = ctx.draining.cancelled() => {
+    let draining = ctx.draining.cancelled();
+    tokio::pin!(draining);
+    // The drain is watched by polling its future once, which registers this task to be woken by
+    // it; after that it is polled again only once the launcher is stopping (an atomic load),
+    // not at each of the connection's several wake-ups per request (a lock each).
+    let mut watching = false;
+    let served = std::future::poll_fn(|cx| {
+        if !watching || ctx.shared.stopping.load(Ordering::Relaxed) {
+            if draining.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            watching = true;
+        }
+        connection.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    let result = match served {
+        Some(result) => result,
+        None => {
             // hyper-util drops a connection whose protocol is not yet known when asked to shut
             // down, so a client that just connected would lose its request: let its first request
             // arrive (bounded by first_request_timeout) before asking for the graceful close.

@@ -13,7 +13,6 @@
 //! may answer before it has read the body. A stalled body is bounded where it is read (the proxy
 //! gives it the app's `timeout`).
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -23,15 +22,19 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::idle::ActivityGuard;
+use crate::proxy::headers::{ForwardedCache, PeerAddress};
+use crate::timer::{LazyDeadline, TimerSlot};
 
 /// What the server knows about one connection, shared by its reads and its requests.
 #[derive(Debug)]
 pub struct ConnState {
     /// The client's address; `None` for a unix-socket peer.
     pub peer: Option<std::net::IpAddr>,
+    /// The same with its text for the forwarding fields, made once for all its requests.
+    pub peer_address: Option<PeerAddress>,
     /// It came in on a socket that speaks TLS: its requests are `https`.
     pub tls: bool,
     /// When it was accepted; the first request is due `first_request_timeout` after this.
@@ -49,6 +52,10 @@ pub struct ConnState {
     /// The task reading the connection while a request was in service; woken when the request
     /// completes so that the wait for the next head (and its deadline) starts at once.
     reader: Mutex<Option<Waker>>,
+    /// The timer of its requests' deadlines (the proxy's `timeout`), shared by its requests.
+    pub request_timer: TimerSlot,
+    /// Its last request's Forwarded element, for the next.
+    pub forwarded: ForwardedCache,
 }
 
 impl ConnState {
@@ -60,6 +67,7 @@ impl ConnState {
     ) -> Self {
         ConnState {
             peer,
+            peer_address: peer.map(PeerAddress::new),
             tls,
             accepted_at,
             in_service: AtomicUsize::new(0),
@@ -68,6 +76,8 @@ impl ConnState {
             first_request: Notify::new(),
             until_first_request: Mutex::new(Some(until_first_request)),
             reader: Mutex::new(None),
+            request_timer: TimerSlot::default(),
+            forwarded: ForwardedCache::default(),
         }
     }
 
@@ -185,7 +195,9 @@ pub struct DeadlineIo<T> {
     inner: T,
     conn: Arc<ConnState>,
     deadlines: Deadlines,
-    timer: Pin<Box<Sleep>>,
+    /// Moved twice a request (to the keep-alive wait, then to the rest of the head), which
+    /// costs nothing until the timer fires (see `crate::timer`).
+    timer: LazyDeadline,
     waiting: Waiting,
     /// `completed` at the start of the current wait; None before the first wait began.
     wait_epoch: Option<u64>,
@@ -202,7 +214,7 @@ impl<T> DeadlineIo<T> {
             inner,
             conn,
             deadlines,
-            timer: Box::pin(tokio::time::sleep_until(first_request)),
+            timer: LazyDeadline::new(first_request),
             waiting: Waiting::ForHead,
             wait_epoch: None,
             is_h2: None,
@@ -228,7 +240,7 @@ impl<T> DeadlineIo<T> {
             self.conn
                 .first_request_deadline(self.deadlines.first_request)
         };
-        self.timer.as_mut().reset(deadline);
+        self.timer.set(deadline);
     }
 
     fn saw_bytes(&mut self, bytes: &[u8]) {
@@ -239,9 +251,7 @@ impl<T> DeadlineIo<T> {
         // keep-alive wait applies there.
         if self.waiting == Waiting::ForHead && self.is_h2 == Some(false) && !bytes.is_empty() {
             self.waiting = Waiting::ForRestOfHead;
-            self.timer
-                .as_mut()
-                .reset(Instant::now() + self.deadlines.header_read);
+            self.timer.set(Instant::now() + self.deadlines.header_read);
         }
     }
 }
@@ -288,7 +298,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for DeadlineIo<T> {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
+            Poll::Pending => match this.timer.poll_passed(cx) {
                 Poll::Ready(()) => this.timed_out(cx),
                 Poll::Pending => Poll::Pending,
             },

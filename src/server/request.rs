@@ -2,27 +2,28 @@
 //! route to the app, run its handler, and tie the request's activity to the response body so the
 //! launcher counts it busy until the last byte is sent.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Frame, Incoming, SizeHint};
 
 use super::io::ConnState;
 use super::Shared;
-use crate::access::{self, UpstreamTime};
-use crate::config::{AccessLog, App, Handler};
+use crate::access;
+use crate::config::{AccessLog, App, Config, Handler};
 use crate::handlers::{plain, Body, BodyInService, BoxError};
 use crate::idle::ActivityGuard;
 use crate::metrics::AppStats;
 use crate::proxy::headers;
-use crate::routing::{path, request_host};
+use crate::routing::host_key;
+use crate::routing::path::{self, RequestPath};
 use crate::tls::redirect;
 
 /// Answers one request. The request counts as in flight from this call (before the returned
@@ -32,14 +33,18 @@ pub fn handle(
     req: Request<Incoming>,
     shared: &Arc<Shared>,
     conn: &Arc<ConnState>,
-) -> impl Future<Output = Response<Body>> + Send + 'static {
-    let settings = &shared.config.load().server;
+) -> impl Future<Output = Response<InFlightBody>> + Send + 'static {
+    let config = shared.config.load();
     // A load balancer's health probe is answered by the launcher and is no activity at all.
-    let probe = settings
+    let probe = config
+        .server
         .health_path
         .as_deref()
         .is_some_and(|p| req.uri().path() == p);
-    let access_log = settings.access_log;
+    let access_log = config.server.access_log;
+    // Routed at once, with the configuration loaded for the settings above.
+    let route = (!probe).then(|| route(&req, &config, conn.peer));
+    drop(config);
     conn.request_started(probe);
     let mut req = req;
     if !hyper::body::Body::is_end_stream(req.body()) {
@@ -52,17 +57,34 @@ pub fn handle(
         conn: conn.clone(),
     };
     let shared = shared.clone();
-    let (peer, tls) = (conn.peer, conn.tls);
+    let peer = conn.peer;
     let started = Instant::now();
-    let line = (access_log != AccessLog::Off).then(|| RequestLine::of(&req));
+    let access = (access_log != AccessLog::Off).then(|| {
+        Box::new(Access {
+            format: access_log,
+            line: RequestLine::of(&req),
+            peer,
+            app: None,
+        })
+    });
     // The body of a response to HEAD is never sent: the response is complete with its head.
     let head = req.method() == Method::HEAD;
     let http1 = req.version() < Version::HTTP_2;
     async move {
-        let (mut response, app) = if probe {
-            (plain(StatusCode::OK, "ok\n".into()), None)
-        } else {
-            route_and_answer(req, &shared, peer, tls).await
+        let upstream_time = OnceLock::new();
+        let (mut response, app) = match route {
+            None => (plain(StatusCode::OK, "ok\n".into()), None),
+            Some(route) => match route {
+                Route::Answered(answer) => (answer, None),
+                Route::To(app, to) => {
+                    let conn = &in_flight.conn;
+                    let response = match answer(req, &app, to, &shared, conn, &upstream_time) {
+                        Answer::Now(response) => response,
+                        Answer::Later(future) => future.await,
+                    };
+                    (response, Some(app))
+                }
+            },
         };
         if http1 && shared.stopping.load(Ordering::SeqCst) {
             close_after(&mut response);
@@ -74,9 +96,12 @@ pub fn handle(
         let finish = Finish {
             started,
             status: response.status().as_u16(),
-            upstream: response.extensions().get::<UpstreamTime>().map(|u| u.0),
+            upstream: upstream_time.get().copied(),
             stats,
-            access: line.map(|line| (access_log, line, peer, app.map(|a| a.name.clone()))),
+            access: access.map(|mut access| {
+                access.app = app.map(|a| a.name.clone());
+                access
+            }),
             bytes: 0,
             complete: false,
         };
@@ -89,7 +114,6 @@ pub fn handle(
                 finish,
                 _in_flight: in_flight,
             }
-            .boxed_unsync()
         })
     }
 }
@@ -130,9 +154,19 @@ impl RequestLine {
                 Version::HTTP_2 => "HTTP/2.0",
                 _ => "HTTP/1.1",
             },
-            host: raw_host(req).unwrap_or_default(),
+            host: raw_host(req)
+                .and_then(|h| h.to_str().ok().map(String::from))
+                .unwrap_or_default(),
         }
     }
+}
+
+/// What the access log line of a request needs besides the response.
+struct Access {
+    format: AccessLog,
+    line: RequestLine,
+    peer: Option<std::net::IpAddr>,
+    app: Option<Arc<str>>,
 }
 
 /// Counted when the response ends: the app's metrics and the access log.
@@ -141,12 +175,9 @@ struct Finish {
     status: u16,
     upstream: Option<Duration>,
     stats: Option<Arc<AppStats>>,
-    access: Option<(
-        AccessLog,
-        RequestLine,
-        Option<std::net::IpAddr>,
-        Option<String>,
-    )>,
+    /// Boxed: only an access log needs it, and without one the response body (moved a few
+    /// times per request) stays small.
+    access: Option<Box<Access>>,
     bytes: u64,
     /// The body reached its end (not: the client went away).
     complete: bool,
@@ -154,12 +185,19 @@ struct Finish {
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        let duration = self.started.elapsed();
+        let now = Instant::now();
+        let duration = now.saturating_duration_since(self.started);
         if let Some(stats) = &self.stats {
             stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-            stats.record(self.status, duration);
+            stats.record_at(self.status, duration, now);
         }
-        if let Some((format, line, peer, app)) = &self.access {
+        if let Some(Access {
+            format,
+            line,
+            peer,
+            app,
+        }) = self.access.as_deref()
+        {
             access::log(
                 *format,
                 &access::Entry {
@@ -180,66 +218,67 @@ impl Drop for Finish {
     }
 }
 
-/// The response, and the app that gave it (none when ondemand answered itself).
-async fn route_and_answer(
-    req: Request<Incoming>,
-    shared: &Shared,
-    peer: Option<std::net::IpAddr>,
-    tls: bool,
-) -> (Response<Body>, Option<Arc<App>>) {
-    let (app, path, host, trusted) = match route(&req, shared, peer) {
-        Route::To {
-            app,
-            path,
-            host,
-            trusted,
-        } => (app, path, host, trusted),
-        Route::Answered(answer) => return (answer, None),
-    };
-    tracing::debug!(app = %app.name, method = %req.method(), path, "request");
-    let client = client(peer, tls, host, trusted);
-    let response = answer(req, &app, path, client, shared).await;
-    (response, Some(app))
+/// A handler's answer: made at once, or still to come.
+enum Answer<'a> {
+    Now(Response<Body>),
+    /// Boxed: the handlers' states are large (kilobytes), and hyper moves the request's future
+    /// into place after creating it; unboxed, every request, even one answered at once, paid for
+    /// copying the largest of them. Only this box's pointer is in the request's future.
+    Later(Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>),
 }
 
-async fn answer(
+/// Starts answering a routed request with its app's handler.
+fn answer<'a>(
     req: Request<Incoming>,
-    app: &App,
-    path: String,
-    client: headers::Client,
-    shared: &Shared,
-) -> Response<Body> {
-    let (tls, trusted) = (client.proto == "https", client.trusted);
+    app: &'a App,
+    to: RouteTo,
+    shared: &'a Shared,
+    conn: &'a ConnState,
+    upstream_time: &'a OnceLock<Duration>,
+) -> Answer<'a> {
+    let RouteTo {
+        path,
+        host,
+        trusted,
+    } = to;
+    tracing::debug!(app = %app.name, method = %req.method(), path = path.as_str(), "request");
+    let client = client(conn, host, trusted);
     if let Some(port) = app.https_redirect {
-        if !redirect::came_over_https(tls, trusted, req.headers()) {
-            return redirect::to_https(&req, client.host.as_deref(), port);
+        if !redirect::came_over_https(conn.tls, trusted, req.headers()) {
+            let host = client.host.as_ref().and_then(|h| h.to_str().ok());
+            return Answer::Now(redirect::to_https(&req, host, port));
         }
     }
+    let served = crate::proxy::Served {
+        launcher: &shared.activity,
+        timers: Some(&conn.request_timer),
+        upstream_time: Some(upstream_time),
+    };
     let handler = match &app.handler {
         Handler::Versions(versions) => match versions.pick(req.headers()) {
             Some(version) => &version.handler,
-            None => return no_such_version(&app.name),
+            None => return Answer::Now(no_such_version(&app.name)),
         },
         handler => handler,
     };
-    // Each handler's future is boxed: their states are large (kilobytes), and hyper moves the
-    // request's future into place after creating it; unboxed, every request, even one answered
-    // at once, paid for copying the largest of them (measured: a third of the instructions of a
-    // proxied request).
     match handler {
-        Handler::Respond(respond) => respond.response(),
+        Handler::Respond(respond) => Answer::Now(respond.response()),
         Handler::Static(files) => {
             let (parts, _body) = req.into_parts();
-            Box::pin(files.serve(&app.name, &app.path, &path, parts)).await
+            Answer::Later(Box::pin(async move {
+                files
+                    .serve(&app.name, &app.path, path.as_str(), parts)
+                    .await
+            }))
         }
-        Handler::Proxy(proxy) => {
-            Box::pin(proxy.serve(&app.name, &app.path, &path, req, client, &shared.activity)).await
-        }
-        Handler::Run(run) => {
-            Box::pin(run.serve(&app.name, &app.path, &path, req, client, &shared.activity)).await
-        }
+        Handler::Proxy(proxy) => Answer::Later(Box::pin(
+            proxy.serve(&app.name, &app.path, path, req, client, served),
+        )),
+        Handler::Run(run) => Answer::Later(Box::pin(
+            run.serve(&app.name, &app.path, path, req, client, served),
+        )),
         // Versions hold plain handlers only (the config allows no versions of versions).
-        Handler::Versions(_) => no_such_version(&app.name),
+        Handler::Versions(_) => Answer::Now(no_such_version(&app.name)),
     }
 }
 
@@ -253,15 +292,11 @@ fn no_such_version(app: &str) -> Response<Body> {
     )
 }
 
-fn client(
-    peer: Option<std::net::IpAddr>,
-    tls: bool,
-    host: Option<String>,
-    trusted: bool,
-) -> headers::Client {
+fn client(conn: &ConnState, host: Option<HeaderValue>, trusted: bool) -> headers::Client<'_> {
     headers::Client {
-        addr: peer,
-        proto: if tls { "https" } else { "http" },
+        addr: conn.peer_address.as_ref(),
+        forwarded: Some(&conn.forwarded),
+        proto: if conn.tls { "https" } else { "http" },
         host,
         trusted,
     }
@@ -269,19 +304,20 @@ fn client(
 
 /// Where a request goes: its app and normalized path, or ondemand's own answer when there is none.
 enum Route {
-    To {
-        app: Arc<App>,
-        path: String,
-        /// The host as the client sent it (for X-Forwarded-Host).
-        host: Option<String>,
-        /// The peer is a trusted proxy.
-        trusted: bool,
-    },
+    To(Arc<App>, RouteTo),
     Answered(Response<Body>),
 }
 
-fn route(req: &Request<Incoming>, shared: &Shared, peer: Option<std::net::IpAddr>) -> Route {
-    let config = shared.config.load();
+/// What routing found out about a request, besides its app.
+struct RouteTo {
+    path: RequestPath,
+    /// The host as the client sent it (for X-Forwarded-Host).
+    host: Option<HeaderValue>,
+    /// The peer is a trusted proxy.
+    trusted: bool,
+}
+
+fn route(req: &Request<Incoming>, config: &Config, peer: Option<std::net::IpAddr>) -> Route {
     if config.load_error.is_some() {
         return Route::Answered(unusable_config(&config.path));
     }
@@ -301,7 +337,7 @@ fn route(req: &Request<Incoming>, shared: &Shared, peer: Option<std::net::IpAddr
     } else {
         req.uri().path()
     };
-    let path = match path::normalize(raw_path) {
+    let path = match path::normalized(raw_path) {
         Ok(p) => p,
         Err(why) => return Route::Answered(bad_request(&format!("bad request path: {why}"))),
     };
@@ -312,7 +348,7 @@ fn route(req: &Request<Incoming>, shared: &Shared, peer: Option<std::net::IpAddr
     else {
         tracing::debug!(
             host = host.as_deref().unwrap_or("-"),
-            path,
+            path = &*path,
             "no app matches"
         );
         return Route::Answered(plain(
@@ -323,12 +359,15 @@ fn route(req: &Request<Incoming>, shared: &Shared, peer: Option<std::net::IpAddr
             ),
         ));
     };
-    Route::To {
+    let path = RequestPath::new(path, req.uri().path_and_query());
+    Route::To(
         app,
-        path,
-        host: raw_host(req),
-        trusted: config.server.is_trusted(peer),
-    }
+        RouteTo {
+            path,
+            host: raw_host(req),
+            trusted: config.server.is_trusted(peer),
+        },
+    )
 }
 
 /// ondemand's 400 for a request it will not route. The connection is closed after it: whatever
@@ -342,34 +381,34 @@ fn bad_request(why: &str) -> Response<Body> {
     resp
 }
 
-/// The host exactly as the client wrote it, port included (for X-Forwarded-Host and Forwarded).
-fn raw_host(req: &Request<Incoming>) -> Option<String> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(String::from)
-        })
+/// The host exactly as the client wrote it, port included (for X-Forwarded-Host and Forwarded):
+/// the Host field itself (no copy), or the URI's authority.
+fn raw_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+    match req.uri().authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .filter(|h| h.to_str().is_ok())
+            .cloned(),
+    }
 }
 
 /// The request's host for routing: the URI authority (HTTP/2, absolute-form) or the Host header.
 /// HTTP/1.1 requires a Host header (RFC 9112 §3.2); HTTP/1.0 may go without.
-fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
+fn host_of(req: &Request<Incoming>) -> Result<Option<Cow<'_, str>>, &'static str> {
     if let Some(authority) = req.uri().authority() {
         if authority.as_str().contains('@') {
             return Err("the request target carries user information (user@host)");
         }
-        return Ok(Some(request_host(authority.as_str())));
+        return Ok(Some(host_key(authority.as_str())));
     }
     let mut hosts = req.headers().get_all(http::header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err("more than one Host header"),
         (Some(h), None) => match h.to_str() {
             Ok("") => Ok(None),
-            Ok(h) if is_authority(h) => Ok(Some(request_host(h))),
+            Ok(h) if is_authority(h) => Ok(Some(host_key(h))),
             _ => Err("the Host header is not a host name with an optional port"),
         },
         (None, _) if req.version() == Version::HTTP_11 => {
@@ -381,7 +420,15 @@ fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
 
 /// True for `host[:port]` as RFC 9110 §7.2 allows it in Host (no user info, path or spaces).
 fn is_authority(host: &str) -> bool {
-    !host.contains('@') && http::uri::Authority::try_from(host).is_ok()
+    // A name or IPv4 address with an optional port, as nearly every Host field is, is one
+    // without the copy that building an `Authority` makes.
+    let (name, port) = host.split_once(':').unwrap_or((host, ""));
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && port.bytes().all(|b| b.is_ascii_digit());
+    plain || (!host.contains('@') && http::uri::Authority::try_from(host).is_ok())
 }
 
 /// A request in flight: launcher activity plus the connection's count of requests in service.
@@ -398,8 +445,8 @@ impl Drop for InFlight {
 }
 
 /// A response body that keeps its request in flight until it is sent completely or dropped,
-/// counting the bytes sent.
-struct InFlightBody {
+/// counting the bytes sent. (The response's body as hyper gets it, not boxed once more.)
+pub struct InFlightBody {
     inner: Body,
     finish: Finish,
     _in_flight: InFlight,

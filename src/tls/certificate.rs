@@ -148,7 +148,7 @@ impl Certificate {
         }
         if let Some(list) = &file.apps {
             for name in &list.get_ref().0 {
-                let Some(app) = apps.iter().find(|a| &a.name == name) else {
+                let Some(app) = apps.iter().find(|a| *a.name == **name) else {
                     return Err(Located::new(
                         list.span(),
                         format!(
