@@ -8,10 +8,6 @@ use ondemand::cli::{ActArgs, Cli, Command, ConfigArg, ServeArgs};
 use ondemand::listen::{self, activation, Listeners, NamedListener};
 use ondemand::{config, logging};
 
-/// mimalloc instead of glibc's malloc: see Cargo.toml.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     // Before any thread exists: capabilities granted as ambient (the systemd drop-in for apps
     // as other users) stay ondemand's and pass to no program it runs.
