@@ -212,14 +212,6 @@ fn remove_named_by_connection(headers: &mut HeaderMap) {
 /// Rewrites a request's header fields for the upstream (see the module docs).
 pub fn for_upstream(headers: &mut HeaderMap, client: &Client<'_>, upgrade: bool) {
     let present = hop_by_hop_present(headers);
-    let mut upgrade_protocol = None;
-    if upgrade && present & UPGRADE_BIT != 0 {
-        upgrade_protocol = headers.get(UPGRADE).cloned();
-    }
-    let mut trailer = None;
-    if present & TRAILER_BIT != 0 {
-        trailer = headers.get(TRAILER).cloned();
-    }
     let te_trailers = present & TE_BIT != 0
         && headers
             .get_all(TE)
@@ -227,14 +219,7 @@ pub fn for_upstream(headers: &mut HeaderMap, client: &Client<'_>, upgrade: bool)
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    remove_present(headers, present);
-    if let Some(protocol) = upgrade_protocol {
-        headers.insert(UPGRADE, protocol);
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-    if let Some(trailer) = trailer {
-        headers.insert(TRAILER, trailer);
-    }
+    remove_hop_by_hop_present(headers, present, upgrade);
     if te_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
     }
@@ -248,23 +233,28 @@ pub fn for_client(headers: &mut HeaderMap, switching_protocols: bool) {
     if present == 0 {
         return;
     }
-    let mut upgrade = None;
-    if switching_protocols && present & UPGRADE_BIT != 0 {
-        upgrade = headers.get(UPGRADE).cloned();
-    }
-    let mut trailer = None;
-    if present & TRAILER_BIT != 0 {
-        trailer = headers.get(TRAILER).cloned();
-    }
+    remove_hop_by_hop_present(headers, present, switching_protocols);
+    debug_assert!(!headers.contains_key(TRANSFER_ENCODING));
+}
+
+/// Removes the hop-by-hop fields `present` found, then puts back what passes through: the
+/// `Trailer` announcement, and for a protocol switch (`upgrade`) the `Upgrade` field with
+/// `Connection: upgrade`.
+fn remove_hop_by_hop_present(headers: &mut HeaderMap, present: u8, upgrade: bool) {
+    let protocol = (upgrade && present & UPGRADE_BIT != 0)
+        .then(|| headers.get(UPGRADE).cloned())
+        .flatten();
+    let trailer = (present & TRAILER_BIT != 0)
+        .then(|| headers.get(TRAILER).cloned())
+        .flatten();
     remove_present(headers, present);
-    if let Some(protocol) = upgrade {
+    if let Some(protocol) = protocol {
         headers.insert(UPGRADE, protocol);
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
     if let Some(trailer) = trailer {
         headers.insert(TRAILER, trailer);
     }
-    debug_assert!(!headers.contains_key(TRANSFER_ENCODING));
 }
 
 fn set_forwarded(headers: &mut HeaderMap, client: &Client<'_>) {
