@@ -28,7 +28,6 @@
 //! then dropped (a retried one included: a retry is only harmless if the first try never
 //! reached ondemand).
 
-use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
@@ -36,7 +35,7 @@ use std::time::{Duration, Instant};
 use crate::support::nspawn::{Container, PAYLOAD};
 use crate::support::upstream::{app_path, PYTHON};
 use crate::support::xinetd::{Exited, Xinetd};
-use crate::support::{free_port, read_response, Response};
+use crate::support::{closed_by_peer, exchange, free_port, Response};
 
 /// The launcher's idle_timeout: short, so that ~100 gaps around it fit in half a minute.
 const IDLE: Duration = Duration::from_millis(250);
@@ -262,7 +261,12 @@ fn one_request(
     let t = Instant::now();
     if !client.keep_alive {
         let mut fresh = None;
-        let result = exchange(port, &mut fresh, &request_bytes(client.app, false));
+        let result = exchange(
+            port,
+            &mut fresh,
+            request_bytes(client.app, false).as_bytes(),
+            SLOW,
+        );
         record(client.app, result.map(|r| (r, false)), what, t, tally);
         return;
     }
@@ -272,7 +276,7 @@ fn one_request(
     }
     let reused = conn.is_some();
     let request = request_bytes(client.app, true);
-    let result = match exchange(port, conn, &request) {
+    let result = match exchange(port, conn, request.as_bytes(), SLOW) {
         Err((e, 0)) if reused => {
             tally
                 .lock()
@@ -280,7 +284,7 @@ fn one_request(
                 .retried
                 .push(format!("{what}: {e} after {:?}", t.elapsed()));
             *conn = None;
-            exchange(port, conn, &request).map(|r| (r, false))
+            exchange(port, conn, request.as_bytes(), SLOW).map(|r| (r, false))
         }
         other => other.map(|r| (r, reused)),
     };
@@ -315,47 +319,6 @@ fn record(
             "{what}: {e} after {bytes} response bytes, {:?}",
             t.elapsed()
         )),
-    }
-}
-
-/// Sends `request` on `conn` (connecting first if it is None) and reads one response. On error,
-/// also says how many response bytes had arrived.
-fn exchange(
-    port: u16,
-    conn: &mut Option<TcpStream>,
-    request: &str,
-) -> Result<Response, (std::io::Error, usize)> {
-    if conn.is_none() {
-        let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| (e, 0))?;
-        s.set_read_timeout(Some(SLOW)).map_err(|e| (e, 0))?;
-        *conn = Some(s);
-    }
-    let s = conn.as_mut().unwrap();
-    s.write_all(request.as_bytes()).map_err(|e| (e, 0))?;
-    let mut counted = Counting { inner: s, bytes: 0 };
-    read_response(&mut counted).map_err(|e| (e, counted.bytes))
-}
-
-/// Whether the server has closed (or reset) a kept-alive connection: a non-blocking peek sees EOF
-/// or an error (unexpected bytes make it unusable too).
-fn closed_by_peer(s: &TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    s.set_nonblocking(true).expect("set_nonblocking");
-    let closed = !matches!(s.peek(&mut b), Err(e) if e.kind() == ErrorKind::WouldBlock);
-    s.set_nonblocking(false).expect("set_nonblocking");
-    closed
-}
-
-struct Counting<'a> {
-    inner: &'a mut TcpStream,
-    bytes: usize,
-}
-
-impl Read for Counting<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bytes += n;
-        Ok(n)
     }
 }
 

@@ -5,7 +5,7 @@
 //! Every wait here is on a real signal (svc.log START/EXIT lines, a pid leaving /proc, a response);
 //! the only sleeps are the deliberate gaps placed around `idle_timeout`.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
 use std::sync::{Arc, Barrier, Mutex};
@@ -15,7 +15,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::support::xinetd::{current_uid, pid_alive, Exited, Xinetd};
-use crate::support::{bin, get, read_response, write_file, Response};
+use crate::support::{bin, closed_by_peer, exchange, get, read_response, write_file, Response};
 
 /// The idle timeout the cycling tests use: short enough for many cycles in a few seconds, long
 /// enough that a start-up (a few ms) is small beside it.
@@ -23,6 +23,8 @@ const IDLE: Duration = Duration::from_millis(400);
 
 /// Generous bound for things that take milliseconds when all is well (a start, an idle exit).
 const SLOW: Duration = Duration::from_secs(10);
+/// The keep-alive request of the re-arm tests.
+const HELLO_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: hello.test\r\n\r\n";
 
 fn config(idle_timeout: Duration) -> String {
     format!(
@@ -531,7 +533,7 @@ fn keep_alive_request(port: u16, conn: &mut Option<TcpStream>, what: &str, tally
     }
     let reused = conn.is_some();
     let t = Instant::now();
-    let first = exchange(port, conn);
+    let first = exchange(port, conn, HELLO_GET, SLOW);
     let result = match first {
         Err((e, 0)) if reused => {
             tally
@@ -540,7 +542,7 @@ fn keep_alive_request(port: u16, conn: &mut Option<TcpStream>, what: &str, tally
                 .retried
                 .push(format!("{what}: {e} after {:?}", t.elapsed()));
             *conn = None;
-            exchange(port, conn).map(|r| (r, false))
+            exchange(port, conn, HELLO_GET, SLOW).map(|r| (r, false))
         }
         other => other.map(|r| (r, reused)),
     };
@@ -580,45 +582,6 @@ fn keep_alive_request(port: u16, conn: &mut Option<TcpStream>, what: &str, tally
                 t.elapsed()
             ));
         }
-    }
-}
-
-/// Sends a keep-alive GET on `conn` (connecting first if it is None) and reads the response.
-/// On error, also says how many response bytes had arrived.
-fn exchange(port: u16, conn: &mut Option<TcpStream>) -> Result<Response, (std::io::Error, usize)> {
-    if conn.is_none() {
-        let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| (e, 0))?;
-        s.set_read_timeout(Some(SLOW)).map_err(|e| (e, 0))?;
-        *conn = Some(s);
-    }
-    let s = conn.as_mut().unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: hello.test\r\n\r\n")
-        .map_err(|e| (e, 0))?;
-    let mut counted = Counting { inner: s, bytes: 0 };
-    read_response(&mut counted).map_err(|e| (e, counted.bytes))
-}
-
-/// Whether the server has closed (or reset) a kept-alive connection: a non-blocking peek sees EOF
-/// or an error. Unexpected bytes also make the connection unusable.
-fn closed_by_peer(s: &TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    s.set_nonblocking(true).expect("set_nonblocking");
-    let closed = !matches!(s.peek(&mut b), Err(e) if e.kind() == ErrorKind::WouldBlock);
-    s.set_nonblocking(false).expect("set_nonblocking");
-    closed
-}
-
-/// A reader that counts the bytes it has passed on.
-struct Counting<'a> {
-    inner: &'a mut TcpStream,
-    bytes: usize,
-}
-
-impl Read for Counting<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bytes += n;
-        Ok(n)
     }
 }
 

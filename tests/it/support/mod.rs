@@ -142,6 +142,49 @@ pub fn get(port: u16, host: &str, path: &str) -> std::io::Result<Response> {
     )
 }
 
+/// Sends `request` on a kept-alive `conn` (connecting first if it is None, with `read_timeout`)
+/// and reads one response. On error, also says how many response bytes had arrived.
+pub fn exchange(
+    port: u16,
+    conn: &mut Option<TcpStream>,
+    request: &[u8],
+    read_timeout: Duration,
+) -> Result<Response, (std::io::Error, usize)> {
+    if conn.is_none() {
+        let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| (e, 0))?;
+        s.set_read_timeout(Some(read_timeout)).map_err(|e| (e, 0))?;
+        *conn = Some(s);
+    }
+    let s = conn.as_mut().unwrap();
+    s.write_all(request).map_err(|e| (e, 0))?;
+    let mut counted = Counting { inner: s, bytes: 0 };
+    read_response(&mut counted).map_err(|e| (e, counted.bytes))
+}
+
+/// Whether the server has closed (or reset) a kept-alive connection: a non-blocking peek sees EOF
+/// or an error. Unexpected bytes also make the connection unusable.
+pub fn closed_by_peer(s: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    s.set_nonblocking(true).expect("set_nonblocking");
+    let closed = !matches!(s.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    s.set_nonblocking(false).expect("set_nonblocking");
+    closed
+}
+
+/// A reader that counts the bytes it has passed on.
+struct Counting<'a> {
+    inner: &'a mut TcpStream,
+    bytes: usize,
+}
+
+impl Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n;
+        Ok(n)
+    }
+}
+
 /// Reads one response from `s`: headers, then a body by Content-Length, chunked, or to EOF.
 pub fn read_response(s: &mut impl Read) -> std::io::Result<Response> {
     let mut buf = Vec::new();
