@@ -100,23 +100,30 @@ impl ActivityGuard {
         self.release();
     }
 
+    /// Ends the activity at `now`, a time the caller has just read (one clock read fewer).
+    pub fn end_at(mut self, now: Instant) {
+        self.finish(Some(now));
+    }
+
     /// Takes the activity back as if it had never been: the idle countdown goes on from the end
     /// of the last real activity (a health probe's connection, once it is known to be one).
     pub fn cancel(mut self) {
-        self.finish(false);
+        self.finish(None);
     }
 
     fn release(&mut self) {
-        self.finish(true);
+        if self.inner.is_some() {
+            self.finish(Some(Instant::now()));
+        }
     }
 
-    /// Ends the activity; `counted` moves the start of the idle countdown to now.
-    fn finish(&mut self, counted: bool) {
+    /// Ends the activity; `ended_at` (`None`: not counted) is the new start of the idle countdown.
+    fn finish(&mut self, ended_at: Option<Instant>) {
         if let Some(inner) = self.inner.take() {
             let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
             state.active -= 1;
-            if counted {
-                state.idle_since = Instant::now();
+            if let Some(at) = ended_at {
+                state.idle_since = at;
             }
             if state.active == 0 {
                 drop(state);

@@ -86,6 +86,7 @@ impl Proxy {
             launcher: served.launcher,
             app_activity: None,
             timers: served.timers,
+            sent: served.received,
             upstream_time: served.upstream_time,
         };
         proxy::forward(req, &self.upstreams, &self.limits, fwd)

@@ -82,6 +82,7 @@ impl Run {
             launcher: served.launcher,
             app_activity: Some(&runner.activity),
             timers: served.timers,
+            sent: tokio::time::Instant::now(),
             upstream_time: served.upstream_time,
         };
         let response = proxy::forward(req, &upstreams, &runner.spec().limits, fwd).await;

@@ -31,6 +31,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
+use tokio::time::Instant;
 
 use crate::handlers::{plain, Body, BodyInService, BoxError};
 use crate::idle::Activity;
@@ -52,10 +53,13 @@ pub struct Limits {
 /// tunnel counts as activity) and the timer its connection lends for the response deadline.
 #[derive(Clone, Copy)]
 pub struct Served<'a> {
+    /// When the request arrived (read from the clock once per request).
+    pub received: Instant,
     pub launcher: &'a Activity,
     /// `None`: the request makes a timer of its own.
     pub timers: Option<&'a TimerSlot>,
-    /// Where to note the time the upstream took to send its response head (for the access log).
+    /// Where to note the time the upstream took to send its response head: `Some` only for the
+    /// access log, as timing it reads the clock twice more.
     pub upstream_time: Option<&'a OnceLock<Duration>>,
 }
 
@@ -72,6 +76,10 @@ pub struct Forward<'a> {
     pub app_activity: Option<&'a Activity>,
     /// Where the timer for the app's `timeout` comes from.
     pub timers: Option<&'a TimerSlot>,
+    /// When the request is taken to be sent: the app's `timeout` runs from here. A `proxy` app's
+    /// request is sent as it arrives ([`Served::received`]); an on-demand app's after it waited
+    /// for its place in the bulkhead and for the app to start.
+    pub sent: Instant,
     /// See [`Served::upstream_time`].
     pub upstream_time: Option<&'a OnceLock<Duration>>,
 }
@@ -92,6 +100,7 @@ pub fn forward<'a>(
         launcher: fwd.launcher,
         app_activity: fwd.app_activity,
         timers: fwd.timers,
+        sent: fwd.sent,
         upstream_time: fwd.upstream_time,
     };
     if let Some(too_large) = body_too_large(req.headers(), limits, fwd.app) {
@@ -122,6 +131,7 @@ struct Reply<'a> {
     launcher: &'a Activity,
     app_activity: Option<&'a Activity>,
     timers: Option<&'a TimerSlot>,
+    sent: Instant,
     upstream_time: Option<&'a OnceLock<Duration>>,
 }
 
@@ -134,13 +144,13 @@ async fn exchange_and_reply(
     fwd: Reply<'_>,
 ) -> Response<Body> {
     let mut last_tried = None;
-    let sent = tokio::time::Instant::now();
+    let asked = fwd.upstream_time.map(|_| Instant::now());
     let mut deadline = match fwd.timers {
-        Some(slot) => slot.lend(sent + limits.timeout),
-        None => LentDeadline::own(sent + limits.timeout),
+        Some(slot) => slot.lend(fwd.sent + limits.timeout),
+        None => LentDeadline::own(fwd.sent + limits.timeout),
     };
     let outcome = {
-        let exchange = exchange(outgoing, upstreams, limits, fwd.app, &mut last_tried);
+        let exchange = exchange(outgoing, upstreams, limits, &fwd, &mut last_tried);
         timer::within(&mut deadline, std::pin::pin!(exchange)).await
     };
     let (response, upstream, sender, in_flight) = match outcome {
@@ -163,8 +173,8 @@ async fn exchange_and_reply(
         }
     };
     let (mut parts, body) = response.into_parts();
-    if let Some(time) = fwd.upstream_time {
-        let _ = time.set(sent.elapsed());
+    if let (Some(time), Some(asked)) = (fwd.upstream_time, asked) {
+        let _ = time.set(asked.elapsed());
     }
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::for_client(&mut parts.headers, switching);
@@ -272,9 +282,10 @@ async fn exchange(
     req: Request<Body>,
     upstreams: &UpstreamSet,
     limits: &Limits,
-    app: &str,
+    fwd: &Reply<'_>,
     last_tried: &mut Option<Arc<Upstream>>,
 ) -> Result<Exchanged, Response<Body>> {
+    let app: &str = fwd.app;
     let mut req = req;
     // Only a refused upstream is noted: most requests are sent to the first one picked, and then
     // the list is never allocated.
@@ -284,7 +295,7 @@ async fn exchange(
         let upstream = upstreams.upstreams[index].clone();
         *last_tried = Some(upstream.clone());
         let in_flight = upstream.begin();
-        match send(&upstream, req).await {
+        match send(&upstream, req, fwd.sent).await {
             Ok((response, sender)) => return Ok((response, upstream, sender, in_flight)),
             Err(Failure::Refused(e, back)) => {
                 tried.push(index);
@@ -317,12 +328,14 @@ const MAY_BE_CLOSING: Duration = Duration::from_millis(200);
 /// Sends `req` on a pooled or new connection to `upstream`. A pooled connection found closed
 /// before the request was written gives it back, and it is sent again on a new connection; a
 /// body-less idempotent request whose pooled connection broke mid-way is sent once more too.
+/// `sent`: about now (see [`Forward::sent`]), for how long a pooled connection has been idle.
 async fn send(
     upstream: &Upstream,
     req: Request<Body>,
+    sent: Instant,
 ) -> Result<(Response<Incoming>, http1::SendRequest<Body>), Failure> {
     // The rare paths' states are boxed: in this future they would make every request's larger.
-    let conn = match upstream.pooled() {
+    let conn = match upstream.pooled(sent) {
         Some(conn) => conn,
         None => match Box::pin(upstream.connect()).await {
             Ok(sender) => upstream::Connection {

@@ -171,7 +171,7 @@ impl Upstream {
 
     /// A connection from the pool, or a new one.
     pub async fn connection(&self) -> Result<Connection, ConnectError> {
-        if let Some(conn) = self.pooled() {
+        if let Some(conn) = self.pooled(Instant::now()) {
             return Ok(conn);
         }
         self.connect().await.map(|sender| Connection {
@@ -208,11 +208,12 @@ impl Upstream {
         }
     }
 
-    /// A connection from the pool, if it has one ready.
-    pub fn pooled(&self) -> Option<Connection> {
+    /// A connection from the pool, if it has one ready. `now`: about now (a time read for the
+    /// request being sent, to spare a clock read).
+    pub fn pooled(&self, now: Instant) -> Option<Connection> {
         let mut idle = lock(&self.idle);
         while let Some(conn) = idle.pop() {
-            let idle_for = conn.since.elapsed();
+            let idle_for = now.saturating_duration_since(conn.since);
             if idle_for < POOL_IDLE_TIMEOUT && conn.sender.is_ready() {
                 return Some(Connection {
                     sender: conn.sender,
@@ -250,7 +251,17 @@ impl Upstream {
         // idle connection (as many as there are concurrent clients).
         let now = Instant::now();
         let mut idle = lock(&self.idle);
-        idle.retain(|c| now.duration_since(c.since) < POOL_IDLE_TIMEOUT && !c.sender.is_closed());
+        // The pool is a stack (the most recently used connection is taken first), so it is in
+        // the order the connections went idle: the expired ones are at its bottom. Only those are
+        // looked at, not every idle connection on every request; a closed one higher up is
+        // skipped when it is taken (`pooled` checks it is ready) or dropped once it expires.
+        let expired = idle
+            .iter()
+            .take_while(|c| {
+                now.duration_since(c.since) >= POOL_IDLE_TIMEOUT || c.sender.is_closed()
+            })
+            .count();
+        idle.drain(..expired);
         if idle.len() < POOL_MAX_IDLE {
             idle.push(Idle { sender, since: now });
         }
@@ -355,5 +366,45 @@ mod tests {
             .to_string()
             .contains("cannot connect to http://127.0.0.1:"));
         assert!(up.is_dead());
+    }
+
+    /// The pool is a stack whose bottom expires: the newest connection is taken first, and a
+    /// connection idle for POOL_IDLE_TIMEOUT is gone once another joins. (Each is pooled ready
+    /// for a request, as `give_back` does.)
+    #[tokio::test(start_paused = true)]
+    async fn the_pool_hands_out_the_newest_and_drops_the_expired() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while held.len() < 3 {
+                held.push(listener.accept().await.unwrap().0);
+            }
+            held
+        });
+        let up = Upstream::new(Address::parse(&format!("http://{addr}")).unwrap(), 1);
+        let mut oldest = up.connect().await.unwrap();
+        oldest.ready().await.unwrap();
+        up.pool(oldest);
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        let mut middle = up.connect().await.unwrap();
+        middle.ready().await.unwrap();
+        up.pool(middle);
+        tokio::time::advance(Duration::from_millis(600)).await;
+        let mut newest = up.connect().await.unwrap();
+        newest.ready().await.unwrap();
+        up.pool(newest);
+        assert_eq!(
+            lock(&up.idle).len(),
+            2,
+            "the oldest (idle 1.6 s) is dropped"
+        );
+        let now = Instant::now();
+        let first = up.pooled(now).unwrap();
+        assert_eq!(first.idle_for, Some(Duration::ZERO));
+        let second = up.pooled(now).unwrap();
+        assert_eq!(second.idle_for, Some(Duration::from_millis(600)));
+        assert!(up.pooled(now).is_none());
+        drop(server.await.unwrap());
     }
 }

@@ -8,11 +8,12 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Frame, Incoming, SizeHint};
+use tokio::time::Instant;
 
 use super::io::ConnState;
 use super::Shared;
@@ -53,7 +54,7 @@ pub fn handle(
             .insert(BodyInService(Arc::new(reading)));
     }
     let in_flight = InFlight {
-        _activity: (!probe).then(|| shared.activity.begin()),
+        activity: (!probe).then(|| shared.activity.begin()),
         conn: conn.clone(),
     };
     let shared = shared.clone();
@@ -67,6 +68,8 @@ pub fn handle(
             app: None,
         })
     });
+    // Only the access log says how long the upstream took.
+    let timed = access.is_some();
     // The body of a response to HEAD is never sent: the response is complete with its head.
     let head = req.method() == Method::HEAD;
     let http1 = req.version() < Version::HTTP_2;
@@ -78,10 +81,12 @@ pub fn handle(
                 Route::Answered(answer) => (answer, None),
                 Route::To(app, to) => {
                     let conn = &in_flight.conn;
-                    let response = match answer(req, &app, to, &shared, conn, &upstream_time) {
-                        Answer::Now(response) => response,
-                        Answer::Later(future) => future.await,
-                    };
+                    let upstream_time = timed.then_some(&upstream_time);
+                    let response =
+                        match answer(req, &app, to, &shared, conn, started, upstream_time) {
+                            Answer::Now(response) => response,
+                            Answer::Later(future) => future.await,
+                        };
                     (response, Some(app))
                 }
             },
@@ -93,8 +98,10 @@ pub fn handle(
         if let Some(stats) = &stats {
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
         }
+        let mut in_flight = in_flight;
         let finish = Finish {
             started,
+            activity: in_flight.activity.take(),
             status: response.status().as_u16(),
             upstream: upstream_time.get().copied(),
             stats,
@@ -169,9 +176,12 @@ struct Access {
     app: Option<Arc<str>>,
 }
 
-/// Counted when the response ends: the app's metrics and the access log.
+/// Counted when the response ends: the app's metrics and the access log, and the end of the
+/// request's launcher activity (at the same time read from the clock).
 struct Finish {
     started: Instant,
+    /// None for a health probe.
+    activity: Option<ActivityGuard>,
     status: u16,
     upstream: Option<Duration>,
     stats: Option<Arc<AppStats>>,
@@ -186,10 +196,13 @@ struct Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         let now = Instant::now();
+        if let Some(activity) = self.activity.take() {
+            activity.end_at(now);
+        }
         let duration = now.saturating_duration_since(self.started);
         if let Some(stats) = &self.stats {
             stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-            stats.record_at(self.status, duration, now);
+            stats.record_at(self.status, duration, now.into_std());
         }
         if let Some(Access {
             format,
@@ -234,7 +247,8 @@ fn answer<'a>(
     to: RouteTo,
     shared: &'a Shared,
     conn: &'a ConnState,
-    upstream_time: &'a OnceLock<Duration>,
+    received: Instant,
+    upstream_time: Option<&'a OnceLock<Duration>>,
 ) -> Answer<'a> {
     let RouteTo {
         path,
@@ -250,9 +264,10 @@ fn answer<'a>(
         }
     }
     let served = crate::proxy::Served {
+        received,
         launcher: &shared.activity,
         timers: Some(&conn.request_timer),
-        upstream_time: Some(upstream_time),
+        upstream_time,
     };
     let handler = match &app.handler {
         Handler::Versions(versions) => match versions.pick(req.headers()) {
@@ -433,8 +448,8 @@ fn is_authority(host: &str) -> bool {
 
 /// A request in flight: launcher activity plus the connection's count of requests in service.
 struct InFlight {
-    /// None for a health probe.
-    _activity: Option<ActivityGuard>,
+    /// None for a health probe; handed to [`Finish`] with the response.
+    activity: Option<ActivityGuard>,
     conn: Arc<ConnState>,
 }
 
