@@ -169,17 +169,6 @@ impl Upstream {
         lock(&self.dead_until).take();
     }
 
-    /// A connection from the pool, or a new one.
-    pub async fn connection(&self) -> Result<Connection, ConnectError> {
-        if let Some(conn) = self.pooled(Instant::now()) {
-            return Ok(conn);
-        }
-        self.connect().await.map(|sender| Connection {
-            sender,
-            idle_for: None,
-        })
-    }
-
     /// A new connection, never from the pool.
     pub async fn connect(&self) -> Result<http1::SendRequest<Body>, ConnectError> {
         match self.open().await {
@@ -247,8 +236,7 @@ impl Upstream {
     }
 
     fn pool(&self, sender: http1::SendRequest<Body>) {
-        // One clock read for the whole pool: this runs once per proxied request, over every
-        // idle connection (as many as there are concurrent clients).
+        // One clock read: this runs once per proxied request.
         let now = Instant::now();
         let mut idle = lock(&self.idle);
         // The pool is a stack (the most recently used connection is taken first), so it is in
@@ -361,7 +349,7 @@ mod tests {
             1,
         );
         assert!(!up.is_dead());
-        let err = up.connection().await.err().unwrap();
+        let err = up.connect().await.err().unwrap();
         assert!(err
             .to_string()
             .contains("cannot connect to http://127.0.0.1:"));
