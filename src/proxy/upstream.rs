@@ -10,7 +10,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,6 +108,8 @@ pub struct Upstream {
     /// Relative share of traffic among the app's upstreams (0 = none unless asked for directly).
     pub weight: u32,
     idle: Mutex<Vec<Idle>>,
+    /// A sweep of the pool is scheduled (see [`Upstream::sweep_later`]).
+    sweep_scheduled: AtomicBool,
     in_flight: AtomicUsize,
     /// Set when a connect was refused; the upstream is skipped until then.
     dead_until: Mutex<Option<Instant>>,
@@ -140,6 +142,7 @@ impl Upstream {
             address,
             weight,
             idle: Mutex::new(Vec::new()),
+            sweep_scheduled: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             dead_until: Mutex::new(None),
         }
@@ -235,7 +238,7 @@ impl Upstream {
         }
     }
 
-    fn pool(&self, sender: http1::SendRequest<Body>) {
+    fn pool(self: &Arc<Self>, sender: http1::SendRequest<Body>) {
         // One clock read: this runs once per proxied request.
         let now = Instant::now();
         let mut idle = lock(&self.idle);
@@ -253,6 +256,44 @@ impl Upstream {
         if idle.len() < POOL_MAX_IDLE {
             idle.push(Idle { sender, since: now });
         }
+        drop(idle);
+        self.sweep_later();
+    }
+
+    /// Makes sure the pool is swept when its oldest connection expires. Expired connections are
+    /// otherwise dropped only when another one joins the pool, so an upstream that gets no more
+    /// requests would keep its idle connections open (for as long as the upstream does). One
+    /// sleeping task per upstream at most, and only while its pool is not empty.
+    fn sweep_later(self: &Arc<Self>) {
+        // Read before written: under traffic a sweep is almost always scheduled already.
+        if self.sweep_scheduled.load(Ordering::Relaxed)
+            || self.sweep_scheduled.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let upstream = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let next = {
+                    let Some(upstream) = upstream.upgrade() else {
+                        return;
+                    };
+                    let now = Instant::now();
+                    let mut idle = lock(&upstream.idle);
+                    idle.retain(|c| {
+                        now.duration_since(c.since) < POOL_IDLE_TIMEOUT && !c.sender.is_closed()
+                    });
+                    match idle.first() {
+                        Some(oldest) => oldest.since + POOL_IDLE_TIMEOUT,
+                        None => {
+                            upstream.sweep_scheduled.store(false, Ordering::Release);
+                            return;
+                        }
+                    }
+                };
+                tokio::time::sleep_until(next).await;
+            }
+        });
     }
 }
 
@@ -370,7 +411,10 @@ mod tests {
             }
             held
         });
-        let up = Upstream::new(Address::parse(&format!("http://{addr}")).unwrap(), 1);
+        let up = Arc::new(Upstream::new(
+            Address::parse(&format!("http://{addr}")).unwrap(),
+            1,
+        ));
         let mut oldest = up.connect().await.unwrap();
         oldest.ready().await.unwrap();
         up.pool(oldest);
@@ -394,5 +438,33 @@ mod tests {
         assert_eq!(second.idle_for, Some(Duration::from_millis(600)));
         assert!(up.pooled(now).is_none());
         drop(server.await.unwrap());
+    }
+
+    /// An upstream that gets no more requests: its idle connections are closed once they
+    /// expire, not kept open for as long as the upstream would (the upstream reads their end).
+    #[tokio::test]
+    async fn an_unused_pool_is_swept_and_its_connections_closed() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(Upstream::new(
+            Address::parse(&format!("http://{addr}")).unwrap(),
+            1,
+        ));
+        let mut conn = up.connect().await.unwrap();
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        conn.ready().await.unwrap();
+        up.pool(conn);
+        assert_eq!(lock(&up.idle).len(), 1);
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(POOL_IDLE_TIMEOUT * 4, accepted.read(&mut buf))
+            .await
+            .expect("the idle connection is closed once it expires");
+        assert_eq!(read.unwrap(), 0, "closed without a byte sent");
+        assert!(lock(&up.idle).is_empty());
+        assert!(
+            !up.sweep_scheduled.load(Ordering::Acquire),
+            "the sweep ends with the pool"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Faults (issue 9), one test each: an app SIGKILLed mid-response, an app that closes mid-body,
-//! an upstream that accepts and never answers, the log file's disk full, an unwritable control
-//! socket path, the config file deleted before a reload. Each asserts the clear error the user
+//! an upstream that closes together with its first body bytes, an upstream that accepts and
+//! never answers, the log file's disk full, an unwritable control socket path, the config file
+//! deleted before a reload. Each asserts the clear error the user
 //! gets (the HTTP answer and/or the log line naming the app or file and the reason), and that
 //! another app of the same launcher is served during and after.
 //!
@@ -351,4 +352,48 @@ fn a_deleted_config_file_on_reload_keeps_the_running_configuration() {
     assert_eq!(r.text(), "hello again\n");
     let r = get(od.port, "wiki.test", "/pid").unwrap();
     assert_eq!(json_pid(&r), pid, "unchanged app kept across the reload");
+}
+
+/// An upstream that sends its response head and first bytes and closes, all at once: what it
+/// sent reaches the client (head and bytes) before the client's connection is cut. The close
+/// then comes in the same read as the bytes, and the error for it must not overtake them.
+#[test]
+fn an_upstream_closing_with_its_first_bytes_gets_them_to_the_client_before_the_cut() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if conn.read(&mut byte).unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let mut answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n".to_vec();
+            answer.extend_from_slice(&[b'x'; 1000]);
+            let _ = conn.write_all(&answer);
+            // Dropped: closed right after the bytes.
+        }
+    });
+    let config = format!(
+        "{HELLO}\n[[app]]\nname = \"cut\"\nhost = \"cut.test\"\nproxy = {{ upstream = \"http://{upstream}\" }}\n"
+    );
+    let od = Ondemand::start(&config);
+    for round in 0..20 {
+        let (mut s, length) = start_download(od.port, "cut.test", "/");
+        assert_eq!(length, 1_000_000);
+        let got = read_to_end_counting(&mut s);
+        assert_eq!(
+            got, 1000,
+            "round {round}: the bytes the upstream sent, then the cut"
+        );
+    }
+    od.wait_log(
+        "the upstream broke off the response after 1000 body bytes",
+        SLOW,
+    );
+    assert_hello_served(od.port, "after");
 }
