@@ -81,6 +81,19 @@ fn duplicate_route_names_both_apps() {
     );
 }
 
+/// Found by fuzz/fuzz_targets/config_parse.rs: one app listing a host twice panicked (the clash
+/// was looked up among the earlier apps, where the app itself is not).
+#[test]
+fn a_host_listed_twice_in_one_app_is_refused() {
+    let e =
+        parse_err("[[app]]\nname = \"a\"\nhost = [\"x.example\", \"X.example\"]\nrespond = {}\n");
+    assert!(e.starts_with("t.toml:1:1: "), "{e}");
+    assert!(
+        e.contains("app \"a\" lists host \"x.example\" twice"),
+        "{e}"
+    );
+}
+
 #[test]
 fn duplicate_name_is_refused() {
     let e = parse_err(

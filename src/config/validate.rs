@@ -517,16 +517,16 @@ fn add_routes(
     };
     for host in hosts {
         if let Err(other) = router.insert(host, &app.path, index) {
-            return Err(Located::new(
-                span,
-                format!(
-                    "app {:?} has the same {} and path {:?} as app {:?}: give one of them another host or path",
-                    app.name,
-                    host.map_or_else(|| "any host".to_string(), |h| format!("host \"{h}\"")),
-                    app.path,
-                    earlier[other].name
+            let what = host.map_or_else(|| "any host".to_string(), |h| format!("host \"{h}\""));
+            let why = match earlier.get(other) {
+                Some(earlier) => format!(
+                    "app {:?} has the same {what} and path {:?} as app {:?}: give one of them another host or path",
+                    app.name, app.path, earlier.name
                 ),
-            ));
+                // The app itself: it lists the same host twice.
+                None => format!("app {:?} lists {what} twice: remove one", app.name),
+            };
+            return Err(Located::new(span, why));
         }
     }
     Ok(())
