@@ -239,20 +239,10 @@ impl Upstream {
     }
 
     fn pool(self: &Arc<Self>, sender: http1::SendRequest<Body>) {
-        // One clock read: this runs once per proxied request.
         let now = Instant::now();
         let mut idle = lock(&self.idle);
-        // The pool is a stack (the most recently used connection is taken first), so it is in
-        // the order the connections went idle: the expired ones are at its bottom. Only those are
-        // looked at, not every idle connection on every request; a closed one higher up is
-        // skipped when it is taken (`pooled` checks it is ready) or dropped once it expires.
-        let expired = idle
-            .iter()
-            .take_while(|c| {
-                now.duration_since(c.since) >= POOL_IDLE_TIMEOUT || c.sender.is_closed()
-            })
-            .count();
-        idle.drain(..expired);
+        // Expired and closed connections are dropped by the sweep (`sweep_later`), and skipped
+        // by `pooled` until then.
         if idle.len() < POOL_MAX_IDLE {
             idle.push(Idle { sender, since: now });
         }
@@ -260,10 +250,10 @@ impl Upstream {
         self.sweep_later();
     }
 
-    /// Makes sure the pool is swept when its oldest connection expires. Expired connections are
-    /// otherwise dropped only when another one joins the pool, so an upstream that gets no more
-    /// requests would keep its idle connections open (for as long as the upstream does). One
-    /// sleeping task per upstream at most, and only while its pool is not empty.
+    /// Makes sure the pool is swept when its oldest connection expires: the sweep is what drops
+    /// expired and closed connections, with or without traffic (without it, an upstream that
+    /// gets no more requests would keep its idle connections open for as long as the upstream
+    /// does). One sleeping task per upstream at most, and only while its pool is not empty.
     fn sweep_later(self: &Arc<Self>) {
         // Read before written: under traffic a sweep is almost always scheduled already.
         if self.sweep_scheduled.load(Ordering::Relaxed)
