@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use http::Request;
 use tokio::net::UnixDatagram;
 
+use super::port_owner::{self, Owner};
 use super::spec::ReadyCheck;
 use crate::proxy::upstream::{Address, Upstream};
 
@@ -106,12 +108,41 @@ pub fn free_port() -> io::Result<u16> {
 /// Waits until the app at `address` is ready by `check`. `notify` is the socket for
 /// [`ReadyCheck::Notify`]. Runs until ready: the caller bounds it with `start_timeout` and
 /// watches the process for an early exit.
-pub async fn wait_ready(check: &ReadyCheck, address: &Address, notify: Option<UnixDatagram>) {
+///
+/// In port mode `group` is the app's process group: a port that answers counts only once the
+/// app holds it. While another process holds it, `taken` is set and the wait goes on (the app
+/// cannot bind it, and exits).
+pub async fn wait_ready(
+    check: &ReadyCheck,
+    address: &Address,
+    notify: Option<UnixDatagram>,
+    group: Option<u32>,
+    taken: &AtomicBool,
+) {
+    let answered_by_app = |answered: bool| {
+        let Some(group) = group.filter(|_| answered) else {
+            return answered;
+        };
+        let Address::Tcp { port, .. } = address else {
+            return answered;
+        };
+        let other = port_owner::owner(*port, group) == Owner::Other;
+        taken.store(other, Ordering::Relaxed);
+        !other
+    };
     match check {
         ReadyCheck::Listen => {}
-        ReadyCheck::Connect => poll(address, |up| async move { up.connect().await.is_ok() }).await,
+        ReadyCheck::Connect => {
+            poll(address, |up| async move {
+                answered_by_app(up.connect().await.is_ok())
+            })
+            .await;
+        }
         ReadyCheck::Http(path) => {
-            poll(address, |up| async move { http_ok(&up, path).await }).await;
+            poll(address, |up| async move {
+                answered_by_app(http_ok(&up, path).await)
+            })
+            .await;
         }
         ReadyCheck::Notify => match notify {
             Some(socket) => wait_for_ready_datagram(&socket).await,

@@ -12,7 +12,7 @@
 //! Retry-After at once, for a pause that doubles with each further failure (1 s up to 60 s).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -545,14 +545,25 @@ impl Runner {
         // ondemand's copy of the app's socket is closed now: if the app dies, connections are
         // refused at once (502) instead of waiting in a queue no one reads.
         drop(prepared.launch);
-        let ready = ready::wait_ready(&self.spec.ready, &prepared.address, prepared.notify);
+        let group = (self.spec.listen == ListenMode::Port).then(|| process.pid());
+        let port_taken = AtomicBool::new(false);
+        let ready = ready::wait_ready(
+            &self.spec.ready,
+            &prepared.address,
+            prepared.notify,
+            group,
+            &port_taken,
+        );
         let outcome = tokio::select! {
             () = ready => Ok(()),
             status = process.wait() => Err(process::describe_exit(status)),
             () = tokio::time::sleep(self.spec.start_timeout) => Err(String::new()),
         };
         if let Err(how) = outcome {
-            return Err(self.not_ready(process, how).await);
+            let taken = port_taken
+                .load(Ordering::Relaxed)
+                .then_some(&prepared.address);
+            return Err(self.not_ready(process, how, taken).await);
         }
         let pid = process.pid();
         if let Some(stats) = self.stats.get() {
@@ -576,9 +587,14 @@ impl Runner {
     }
 
     /// The failure of a start that did not get ready: it exited (`how`), or timed out (`how` is
-    /// empty) and is stopped.
-    async fn not_ready(&self, mut process: AppProcess, how: String) -> StartFailure {
-        let (status, reason) = if how.is_empty() {
+    /// empty) and is stopped. `port_taken`: the port mode address another process held.
+    async fn not_ready(
+        &self,
+        mut process: AppProcess,
+        how: String,
+        port_taken: Option<&Address>,
+    ) -> StartFailure {
+        let (status, mut reason) = if how.is_empty() {
             process.stop(self.spec.stop_timeout).await;
             (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -593,6 +609,12 @@ impl Runner {
                 format!("it {how} before it was ready"),
             )
         };
+        if let Some(address) = port_taken {
+            reason.push_str(&format!(
+                ": another process took its port ({address}) before it listened there; the next \
+                 start picks another port"
+            ));
+        }
         let output = process.last_output();
         StartFailure {
             status,

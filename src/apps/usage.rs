@@ -1,5 +1,6 @@
 //! Memory and CPU of an app's processes, read from /proc: every process in the app's process
-//! group (its main process is the group leader), so workers and helpers are counted too.
+//! group (its main process is the group leader), so workers and helpers are counted too. Also
+//! who those processes are ([`group_members`]), for the port-mode readiness check.
 //! Only read when someone asks (`ondemand status`, a metrics scrape), never per request.
 
 /// Resident memory (bytes) and CPU time (seconds) of the process groups `groups`.
@@ -7,25 +8,33 @@ pub fn of_groups(groups: &[u32]) -> (u64, f64) {
     if groups.is_empty() {
         return (0, 0.0);
     }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return (0, 0.0);
-    };
     let page = page_size();
     let ticks = ticks_per_second();
     let mut rss = 0;
     let mut cpu = 0.0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Some(stat) = read_stat(pid) else { continue };
-        if groups.contains(&stat.pgrp) {
-            rss += stat.rss_pages * page;
-            cpu += (stat.utime + stat.stime) as f64 / ticks;
-        }
+    for (_, stat) in processes().filter(|(_, stat)| groups.contains(&stat.pgrp)) {
+        rss += stat.rss_pages * page;
+        cpu += (stat.utime + stat.stime) as f64 / ticks;
     }
     (rss, cpu)
+}
+
+/// The pids of the processes in process group `group`.
+pub fn group_members(group: u32) -> Vec<u32> {
+    processes()
+        .filter(|(_, stat)| stat.pgrp == group)
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every process visible in /proc, with its stat; one that exits meanwhile is left out.
+fn processes() -> impl Iterator<Item = (u32, Stat)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, read_stat(pid)?)))
 }
 
 struct Stat {

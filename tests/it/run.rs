@@ -5,6 +5,7 @@
 //! supervisor's variables and fds never reaching an app, crashes and crash loops answered with
 //! reasons, bulkheads, idle stop, and no process left behind.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
@@ -587,6 +588,51 @@ fn raw_requests_to_an_app_that_never_started_hold_until_ready() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(json(&r)["body_len"], 5);
     assert!(t.elapsed() >= Duration::from_millis(1400));
+}
+
+/// Port mode: when another process takes the app's port before the app listens on it, the
+/// request is not sent to that process. The start fails with a 502 that says so, and the next
+/// request starts the app on another port.
+#[test]
+fn a_port_taken_by_another_process_is_not_mistaken_for_the_app() {
+    let dir = tempdir();
+    let command = format!(
+        "echo \"will listen on port $PORT\"; exec {PYTHON} {} --port-env --ready-delay 2 --name late",
+        app_path("upstream.py").display()
+    );
+    let od = Ondemand::start(&format!(
+        "{}[[app]]\nname = \"late\"\n[app.run]\nlisten = \"port\"\ncommand = [\"/bin/sh\", \"-c\", {command:?}]\n",
+        server(&dir, "never")
+    ));
+    let port = od.port;
+    let first = std::thread::spawn(move || get(port, "a", "/pid"));
+    od.wait_log("stream=\"stdout\"", Duration::from_secs(10));
+    let log = od.log_text();
+    let app_port: u16 = log
+        .split("will listen on port ")
+        .skip(1)
+        .find_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no port in the log:\n{log}"));
+    // The impostor: listens on the app's port and answers every connection with a 200.
+    let impostor = TcpListener::bind(("127.0.0.1", app_port)).unwrap();
+    std::thread::spawn(move || {
+        for mut conn in impostor.incoming().flatten() {
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nimpostor",
+            );
+        }
+    });
+    let r = first.join().unwrap().unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        r.text().contains("another process took its port"),
+        "{}",
+        r.text()
+    );
+    // The next request starts the app again, on a port of its own.
+    let r = get(port, "a", "/pid").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(json(&r)["pid"].is_number(), "{}", r.text());
 }
 
 /// Even a launcher killed outright (SIGKILL, the OOM killer) leaves no app running: each app
