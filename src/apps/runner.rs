@@ -531,8 +531,19 @@ impl Runner {
         first_failure.map_or(Ok(()), Err)
     }
 
-    /// Starts instance `index` and waits for it to be ready.
+    /// Starts instance `index` and waits for it to be ready; in port mode, once more on another
+    /// port when another process took the first.
     async fn start_instance(&self, index: usize) -> Result<(Instance, AppProcess), StartFailure> {
+        match self.start_once(index).await {
+            Err(failure) if failure.port_taken => {
+                tracing::warn!(app = %self.app, "starting it again on another port: {}", failure.log);
+                self.start_once(index).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn start_once(&self, index: usize) -> Result<(Instance, AppProcess), StartFailure> {
         let started = Instant::now();
         let prepared = self.prepare(index)?;
         let mut process = AppProcess::spawn_off_thread(prepared.launch.clone())
@@ -541,6 +552,7 @@ impl Runner {
                 status: StatusCode::BAD_GATEWAY,
                 reason: format!("it cannot be started: {e}"),
                 log: e.to_string(),
+                port_taken: false,
             })?;
         // ondemand's copy of the app's socket is closed now: if the app dies, connections are
         // refused at once (502) instead of waiting in a queue no one reads.
@@ -611,8 +623,7 @@ impl Runner {
         };
         if let Some(address) = port_taken {
             reason.push_str(&format!(
-                ": another process took its port ({address}) before it listened there; the next \
-                 start picks another port"
+                ": another process took its port ({address}) before it listened there"
             ));
         }
         let output = process.last_output();
@@ -620,6 +631,7 @@ impl Runner {
             status,
             log: format!("cannot start: {reason}{}", quote(&output)),
             reason,
+            port_taken: port_taken.is_some(),
         }
     }
 
@@ -802,6 +814,8 @@ struct StartFailure {
     status: StatusCode,
     reason: String,
     log: String,
+    /// Port mode: another process held the app's port, so a start on another port may work.
+    port_taken: bool,
 }
 
 impl StartFailure {
@@ -812,6 +826,7 @@ impl StartFailure {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             log: format!("cannot start: {message}"),
             reason: message,
+            port_taken: false,
         }
     }
 
@@ -820,6 +835,7 @@ impl StartFailure {
             status: StatusCode::BAD_GATEWAY,
             reason: format!("it cannot be started: {e}"),
             log: format!("cannot start: {e}"),
+            port_taken: false,
         }
     }
 }
