@@ -18,18 +18,14 @@ use toml::Spanned;
 
 use super::Located;
 
-/// Refuses CR, LF and NUL in every string of `source` outside the places that may hold them
-/// (see the module docs). `source` has already been parsed successfully once.
-pub fn check(source: &str) -> Result<(), Located> {
+/// Refuses CR, LF and NUL in every string of `table`, the parsed `source`, outside the places
+/// that may hold them (see the module docs).
+pub fn check(source: &str, table: &DeTable<'_>) -> Result<(), Located> {
     if !source.contains('\\') && !source.contains("\"\"\"") && !source.contains("'''") {
         return Ok(());
     }
-    let Ok(table) = DeTable::parse(source) else {
-        // Not reachable after a successful parse; the serde error is the one to report.
-        return Ok(());
-    };
     let mut keys = Vec::new();
-    walk_table(table.get_ref(), &mut keys)
+    walk_table(table, &mut keys)
 }
 
 fn walk_table<'a>(table: &'a DeTable<'_>, keys: &mut Vec<&'a str>) -> Result<(), Located> {
@@ -75,11 +71,12 @@ fn allowed_at(keys: &[&str]) -> Allowed {
 }
 
 /// The first character of `text` that `allowed` does not let through, by name.
+/// Bytes, not chars: the three are ASCII, and no byte of a multi-byte UTF-8 character is ASCII.
 fn forbidden(text: &str, allowed: Allowed) -> Option<&'static str> {
-    text.chars().find_map(|c| match c {
-        '\r' if allowed == Allowed::Nothing => Some("a carriage return (CR)"),
-        '\n' if allowed == Allowed::Nothing => Some("a line feed (LF)"),
-        '\0' if allowed != Allowed::LineBreaksAndNul => Some("a NUL byte"),
+    text.bytes().find_map(|b| match b {
+        b'\r' if allowed == Allowed::Nothing => Some("a carriage return (CR)"),
+        b'\n' if allowed == Allowed::Nothing => Some("a line feed (LF)"),
+        0 if allowed != Allowed::LineBreaksAndNul => Some("a NUL byte"),
         _ => None,
     })
 }
@@ -100,8 +97,12 @@ fn refused(span: std::ops::Range<usize>, keys: &[&str], bad: &str, what: &str) -
 mod tests {
     use super::*;
 
+    fn check_source(source: &str) -> Result<(), Located> {
+        check(source, DeTable::parse(source).unwrap().get_ref())
+    }
+
     fn refusal(source: &str) -> Option<String> {
-        check(source).err().map(|e| e.message)
+        check_source(source).err().map(|e| e.message)
     }
 
     #[test]
@@ -158,7 +159,7 @@ mod tests {
     #[test]
     fn the_span_points_at_the_value() {
         let source = "[[app]]\nname = \"a\"\nhost = \"a\\n\"\nrespond = {}\n";
-        let error = check(source).unwrap_err();
+        let error = check_source(source).unwrap_err();
         assert_eq!(&source[error.span.start..error.span.start + 1], "\"");
         assert_eq!(error.span.start, source.find("\"a\\n").unwrap());
     }

@@ -400,12 +400,19 @@ pub fn load_and_check_files(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and checks `source` as if read from `path`.
 pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
-    let file: file::FileConfig = toml::from_str(source).map_err(|e| {
+    let toml_error = |e: toml::de::Error| {
         Located::new(e.span().unwrap_or(0..0), e.message().trim_end().to_string())
             .into_error(path, source)
-    })?;
+    };
+    // One parse serves both the line-break check and deserialization. The check walks the table
+    // before deserialization consumes it, and its finding is reported after the others.
+    let table = toml::de::DeTable::parse(source).map_err(toml_error)?;
+    let line_breaks = control_chars::check(source, table.get_ref());
+    let file =
+        <file::FileConfig as serde::Deserialize>::deserialize(toml::de::Deserializer::from(table))
+            .map_err(toml_error)?;
     let config = validate(path, file).map_err(|e| e.into_error(path, source))?;
-    control_chars::check(source).map_err(|e| e.into_error(path, source))?;
+    line_breaks.map_err(|e| e.into_error(path, source))?;
     Ok(config)
 }
 

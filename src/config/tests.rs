@@ -232,3 +232,20 @@ fn two_handlers_on_one_app_are_refused() {
     assert!(e.starts_with("t.toml:4:10: "), "{e}");
     assert!(e.contains("more than one handler"), "{e}");
 }
+
+#[test]
+fn line_breaks_are_refused_through_parse_with_their_location() {
+    let e = parse_err("[[app]]\nname = \"a\"\ntags = [\"ok\", \"a\\nb\"]\nrespond = {}\n");
+    assert!(e.starts_with("t.toml:3:15: "), "{e}");
+    assert!(
+        e.contains("the value of app.tags contains a line feed (LF)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_misspelt_key_is_reported_before_a_line_break_elsewhere() {
+    // One parse serves both checks; the line-break finding still comes after the others.
+    let e = parse_err("[[app]]\nname = \"a\"\nhost = \"a\\nb\"\nrespnd = {}\n");
+    assert!(e.contains("unknown field `respnd`"), "{e}");
+}
