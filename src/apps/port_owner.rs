@@ -5,11 +5,14 @@
 //! connects would then send the app's traffic to that process. [`owner`] tells the two apart:
 //! the listening sockets on the port (`/proc/net/tcp`, `/proc/net/tcp6`) against the sockets the
 //! processes of the app's process group hold open (`/proc/<pid>/fd`), the group the app is
-//! stopped with.
+//! stopped with. The listeners come from [`sock_diag`], which stays cheap on a host with many
+//! connections.
 
 use std::collections::HashSet;
 use std::fs;
 use std::io;
+
+mod sock_diag;
 
 /// Who listens on a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +33,11 @@ pub fn owner(port: u16, group: u32) -> Owner {
     if listeners.is_empty() {
         return Owner::Unknown;
     }
+    // Usually the app's main process holds the socket itself (one process, or a master whose
+    // workers inherit it): only when it does not are all the processes of /proc looked at.
+    if socket_inodes(group).is_ok_and(|main| listeners.iter().all(|i| main.contains(i))) {
+        return Owner::App;
+    }
     let Some(held) = group_socket_inodes(group) else {
         return Owner::Unknown;
     };
@@ -40,8 +48,13 @@ pub fn owner(port: u16, group: u32) -> Owner {
     }
 }
 
-/// The inodes of the sockets listening on `port`, from both of the kernel's TCP tables.
+/// The inodes of the sockets listening on `port`: from sock_diag, or where netlink cannot answer,
+/// from the kernel's TCP tables in /proc.
 fn listening_inodes(port: u16) -> HashSet<u64> {
+    sock_diag::listening_inodes(port).unwrap_or_else(|_| listening_inodes_in_proc(port))
+}
+
+fn listening_inodes_in_proc(port: u16) -> HashSet<u64> {
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|table| fs::read_to_string(table).ok())
@@ -141,6 +154,15 @@ mod tests {
     fn end(mut child: Child) {
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn the_proc_tables_and_sock_diag_agree() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let from_proc = listening_inodes_in_proc(port);
+        assert_eq!(from_proc.len(), 1);
+        assert_eq!(sock_diag::listening_inodes(port).unwrap(), from_proc);
     }
 
     #[test]
