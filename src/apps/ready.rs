@@ -119,28 +119,27 @@ pub async fn wait_ready(
     group: Option<u32>,
     taken: &AtomicBool,
 ) {
-    let answered_by_app = |answered: bool| {
-        let Some(group) = group.filter(|_| answered) else {
-            return answered;
-        };
-        let Address::Tcp { port, .. } = address else {
-            return answered;
-        };
-        let other = port_owner::owner(*port, group) == Owner::Other;
-        taken.store(other, Ordering::Relaxed);
-        !other
+    let port = match address {
+        Address::Tcp { port, .. } => group.map(|group| (*port, group)),
+        Address::Unix(_) => None,
+    };
+    let answered_by_app = |answered: bool| async move {
+        match port.filter(|_| answered) {
+            Some((port, group)) => held_by_app(port, group, taken).await,
+            None => answered,
+        }
     };
     match check {
         ReadyCheck::Listen => {}
         ReadyCheck::Connect => {
             poll(address, |up| async move {
-                answered_by_app(up.connect().await.is_ok())
+                answered_by_app(up.connect().await.is_ok()).await
             })
             .await;
         }
         ReadyCheck::Http(path) => {
             poll(address, |up| async move {
-                answered_by_app(http_ok(&up, path).await)
+                answered_by_app(http_ok(&up, path).await).await
             })
             .await;
         }
@@ -149,6 +148,18 @@ pub async fn wait_ready(
             None => std::future::pending().await,
         },
     }
+}
+
+/// Whether the listener on `port` is the app's (process group `group`), not another process's
+/// (`taken` says which it was). Off the serving thread: it reads /proc, which on a busy host can
+/// take milliseconds.
+async fn held_by_app(port: u16, group: u32, taken: &AtomicBool) -> bool {
+    let owner = tokio::task::spawn_blocking(move || port_owner::owner(port, group))
+        .await
+        .unwrap_or(Owner::Unknown);
+    let other = owner == Owner::Other;
+    taken.store(other, Ordering::Relaxed);
+    !other
 }
 
 /// Tries `probe` every 10 ms, backing off to every 100 ms.
