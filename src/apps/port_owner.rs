@@ -3,10 +3,9 @@
 //! In port mode ondemand picks a port that was free a moment ago and tells the app to listen on
 //! it. Until the app binds it, any other process may take it, and a readiness check that only
 //! connects would then send the app's traffic to that process. [`owner`] tells the two apart:
-//! the listening sockets on the port (`/proc/net/tcp`, `/proc/net/tcp6`) against the sockets the
-//! processes of the app's process group hold open (`/proc/<pid>/fd`), the group the app is
-//! stopped with. The listeners come from [`sock_diag`], which stays cheap on a host with many
-//! connections.
+//! the listening sockets on the port (from [`sock_diag`], cheap on a host with many connections;
+//! `/proc/net/tcp{,6}` where netlink is unavailable) against the sockets the processes of the
+//! app's process group hold open (`/proc/<pid>/fd`), the group the app is stopped with.
 
 use std::collections::HashSet;
 use std::fs;

@@ -11,13 +11,15 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::libc;
-use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::socket::{
+    recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol,
+    SockType,
+};
 use nix::sys::time::TimeVal;
 
-const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
@@ -46,19 +48,12 @@ pub fn listening_inodes(port: u16) -> io::Result<HashSet<u64>> {
 }
 
 fn open() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the descriptor is owned from here on.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a new, valid descriptor that nothing else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )?;
     // The kernel answers at once; the bound only guards the serving thread against a hang.
     setsockopt(&socket, sockopt::ReceiveTimeout, &TimeVal::new(1, 0))?;
     Ok(socket)
@@ -74,18 +69,8 @@ fn send_request(socket: &OwnedFd, family: u8) -> io::Result<()> {
     request[0] = family;
     request[1] = libc::IPPROTO_TCP as u8;
     request[4..8].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
-    // SAFETY: the buffer is valid for its length; with no address, netlink sends to the kernel.
-    let sent = unsafe {
-        libc::send(
-            socket.as_raw_fd(),
-            message.as_ptr().cast(),
-            message.len(),
-            0,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // With no address, netlink sends to the kernel.
+    send(socket.as_raw_fd(), &message, MsgFlags::empty())?;
     Ok(())
 }
 
@@ -93,19 +78,8 @@ fn send_request(socket: &OwnedFd, family: u8) -> io::Result<()> {
 fn receive_listeners(socket: &OwnedFd, port: u16, inodes: &mut HashSet<u64>) -> io::Result<()> {
     let mut buffer = vec![0u8; 32 * 1024];
     loop {
-        // SAFETY: the buffer is valid for writes of its length.
-        let n = unsafe {
-            libc::recv(
-                socket.as_raw_fd(),
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if read_messages(&buffer[..n as usize], port, inodes)? {
+        let n = recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty())?;
+        if read_messages(&buffer[..n], port, inodes)? {
             return Ok(());
         }
     }
