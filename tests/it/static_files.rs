@@ -212,6 +212,47 @@ fn precompressed_variants_when_the_client_accepts_them() {
     assert_eq!(r.text(), A_TXT);
 }
 
+/// Files stay open between requests (for speed); each request must still get the file as it is
+/// now: replaced, rewritten in place, deleted, or swapped for a symlink out of the root.
+#[test]
+fn a_file_changed_between_requests_is_served_as_it_is_now() {
+    let site = Site::new();
+    let root = site.root();
+    let od = site.serve(false);
+    let text = |path: &str| {
+        let r = get(od.port, "t.example", path).unwrap();
+        let length = r.header("content-length").map(str::to_string);
+        (r.status, r.text(), length)
+    };
+    let length = |s: &str| Some(s.len().to_string());
+    assert_eq!(text("/a.txt"), (200, A_TXT.to_string(), length(A_TXT)));
+    // A range of the same file, read from where the kept file's other reader left off.
+    let r = request(od.port, "GET", "/a.txt", &["Range: bytes=6-11"]);
+    assert_eq!((r.status, r.text().as_str()), (206, "static"));
+    write_file(&root, "a.txt.new", "replaced by a rename\n");
+    std::fs::rename(root.join("a.txt.new"), root.join("a.txt")).unwrap();
+    let replaced = "replaced by a rename\n";
+    assert_eq!(
+        text("/a.txt"),
+        (200, replaced.to_string(), length(replaced))
+    );
+    let rewritten = "rewritten in place, and longer than before\n";
+    std::fs::write(root.join("a.txt"), rewritten).unwrap();
+    assert_eq!(
+        text("/a.txt"),
+        (200, rewritten.to_string(), length(rewritten))
+    );
+    std::fs::remove_file(root.join("a.txt")).unwrap();
+    assert_eq!(text("/a.txt").0, 404);
+    std::fs::write(root.join("a.txt"), A_TXT).unwrap();
+    assert_eq!(text("/a.txt").1, A_TXT);
+    std::fs::remove_file(root.join("a.txt")).unwrap();
+    symlink("../outside/secret.txt", root.join("a.txt")).unwrap();
+    let (status, body, _) = text("/a.txt");
+    assert_eq!(status, 404);
+    assert!(!body.contains(SECRET));
+}
+
 /// Known traversal payloads: each is refused (400) or not found (404), never a file from outside.
 const TRAVERSALS: &[&str] = &[
     "/../etc/passwd",
@@ -250,7 +291,8 @@ const TRAVERSALS: &[&str] = &[
 fn traversal_payloads_never_leave_the_root() {
     let site = Site::new();
     let od = site.serve(false);
-    for payload in TRAVERSALS {
+    // Twice: the second time, files opened the first time are still open.
+    for payload in TRAVERSALS.iter().chain(TRAVERSALS) {
         let r = request(od.port, "GET", payload, &[]);
         assert!(
             r.status == 400 || r.status == 404,
