@@ -180,7 +180,7 @@ where
 }
 
 async fn http_ok(upstream: &Upstream, path: &str) -> bool {
-    let Ok(mut sender) = upstream.connect().await else {
+    let Ok((mut sender, mut driver)) = upstream.connect().await else {
         return false;
     };
     let Ok(req) = Request::get(path)
@@ -190,7 +190,7 @@ async fn http_ok(upstream: &Upstream, path: &str) -> bool {
     else {
         return false;
     };
-    match sender.send_request(req).await {
+    match driver.until(sender.send_request(req)).await {
         Ok(resp) => resp.status().is_success(),
         Err(_) => false,
     }

@@ -38,7 +38,7 @@ use crate::idle::Activity;
 use crate::timer::{self, LentDeadline, TimerSlot};
 use balance::UpstreamSet;
 use request_body::{BodyStalled, StallLimited};
-use upstream::{InFlight, Upstream};
+use upstream::{Driver, InFlight, Upstream};
 
 /// What an app's proxying is allowed: set per app in the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +153,7 @@ async fn exchange_and_reply(
         let exchange = exchange(outgoing, upstreams, limits, &fwd, &mut last_tried);
         timer::within(&mut deadline, std::pin::pin!(exchange)).await
     };
-    let (response, upstream, sender, in_flight) = match outcome {
+    let (response, upstream, sender, driver, in_flight) = match outcome {
         Some(Ok(done)) => done,
         Some(Err(failure)) => return failure,
         None => {
@@ -182,6 +182,8 @@ async fn exchange_and_reply(
         let upstream_response = Response::from_parts(parts.clone(), body);
         return match client_upgrade {
             Some(client) => {
+                // hyper hands the connection's I/O to the tunnel once it has run to the switch.
+                driver.spawn();
                 tunnel::spawn(
                     fwd.app,
                     client,
@@ -204,9 +206,10 @@ async fn exchange_and_reply(
     }
     let body = UpstreamBody {
         inner: body,
-        give_back: Some((upstream, sender)),
+        give_back: Some((upstream, sender, driver)),
         app: fwd.app.clone(),
         bytes: 0,
+        broke_off: None,
         _in_flight: in_flight,
     };
     Response::from_parts(parts, body.boxed_unsync())
@@ -273,6 +276,7 @@ type Exchanged = (
     Response<Incoming>,
     Arc<Upstream>,
     http1::SendRequest<Body>,
+    Driver,
     InFlight,
 );
 
@@ -296,7 +300,9 @@ async fn exchange(
         *last_tried = Some(upstream.clone());
         let in_flight = upstream.begin();
         match send(&upstream, req, fwd.sent).await {
-            Ok((response, sender)) => return Ok((response, upstream, sender, in_flight)),
+            Ok((response, sender, driver)) => {
+                return Ok((response, upstream, sender, driver, in_flight))
+            }
             Err(Failure::Refused(e, back)) => {
                 tried.push(index);
                 tracing::warn!(app, upstream = %upstream.address, "{e}");
@@ -329,17 +335,14 @@ const MAY_BE_CLOSING: Duration = Duration::from_millis(200);
 /// before the request was written gives it back, and it is sent again on a new connection; a
 /// body-less idempotent request whose pooled connection broke mid-way is sent once more too.
 /// `sent`: about now (see [`Forward::sent`]), for how long a pooled connection has been idle.
-async fn send(
-    upstream: &Upstream,
-    req: Request<Body>,
-    sent: Instant,
-) -> Result<(Response<Incoming>, http1::SendRequest<Body>), Failure> {
+async fn send(upstream: &Upstream, req: Request<Body>, sent: Instant) -> Result<Sent, Failure> {
     // The rare paths' states are boxed: in this future they would make every request's larger.
     let conn = match upstream.pooled(sent) {
         Some(conn) => conn,
         None => match Box::pin(upstream.connect()).await {
-            Ok(sender) => upstream::Connection {
+            Ok((sender, driver)) => upstream::Connection {
                 sender,
+                driver,
                 idle_for: None,
             },
             Err(e) => return Err(Failure::Refused(e, Box::new(req))),
@@ -349,34 +352,41 @@ async fn send(
         .idle_for
         .filter(|&idle| idle >= MAY_BE_CLOSING)
         .and_then(|_| retry_template(&req));
-    let mut sender = conn.sender;
-    let error = match sender.try_send_request(req).await {
-        Ok(response) => return Ok((response, sender)),
+    let upstream::Connection {
+        mut sender,
+        mut driver,
+        idle_for,
+    } = conn;
+    let error = match driver.until(sender.try_send_request(req)).await {
+        Ok(response) => return Ok((response, sender, driver)),
         Err(e) => e,
     };
-    if conn.idle_for.is_none() {
+    if idle_for.is_none() {
         return Err(Failure::Failed(error.into_error()));
     }
     Box::pin(send_again(upstream, error, retry)).await
 }
+
+/// A response head, and the connection it came on.
+type Sent = (Response<Incoming>, http1::SendRequest<Body>, Driver);
 
 /// [`send`]'s second try, on a new connection, after a pooled one failed with `error`.
 async fn send_again(
     upstream: &Upstream,
     mut error: hyper::client::conn::TrySendError<Request<Body>>,
     retry: Option<RetryTemplate>,
-) -> Result<(Response<Incoming>, http1::SendRequest<Body>), Failure> {
+) -> Result<Sent, Failure> {
     let again = match (error.take_message(), retry.as_ref()) {
         (Some(req), _) => req,
         (None, Some(template)) => template.request(),
         (None, None) => return Err(Failure::Failed(error.into_error())),
     };
-    let mut sender = match upstream.connect().await {
-        Ok(s) => s,
+    let (mut sender, mut driver) = match upstream.connect().await {
+        Ok(conn) => conn,
         Err(e) => return Err(Failure::Refused(e, Box::new(again))),
     };
-    match sender.try_send_request(again).await {
-        Ok(response) => Ok((response, sender)),
+    match driver.until(sender.try_send_request(again)).await {
+        Ok(response) => Ok((response, sender, driver)),
         Err(e) => Err(Failure::Failed(e.into_error())),
     }
 }
@@ -507,22 +517,25 @@ pub fn error_response(status: StatusCode, app: &str, why: &str) -> Response<Body
     resp
 }
 
-/// An upstream's response body on its way to the client. Keeps the request counted in flight on
-/// the upstream until it ends, then returns the connection to the pool.
+/// An upstream's response body on its way to the client. Runs the connection it comes on (which
+/// reads the body into `inner`), keeps the request counted in flight on the upstream until it
+/// ends, then returns the connection to the pool.
 struct UpstreamBody {
     inner: Incoming,
-    give_back: Option<(Arc<Upstream>, http1::SendRequest<Body>)>,
+    give_back: Option<(Arc<Upstream>, http1::SendRequest<Body>, Driver)>,
     /// The app's name and the body bytes passed on so far, for the log line when the upstream
     /// breaks off mid-body (the client only sees its connection close).
     app: Arc<str>,
     bytes: u64,
+    /// The upstream's error, held back for one turn (see `poll_frame`).
+    broke_off: Option<hyper::Error>,
     _in_flight: InFlight,
 }
 
 impl UpstreamBody {
     fn release(&mut self, cx: &mut Context<'_>) {
-        if let Some((upstream, sender)) = self.give_back.take() {
-            upstream.give_back(sender, cx);
+        if let Some((upstream, sender, driver)) = self.give_back.take() {
+            upstream.give_back(sender, driver, cx);
         }
     }
 }
@@ -535,7 +548,18 @@ impl hyper::body::Body for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Some(e) = self.broke_off.take() {
+            return Poll::Ready(Some(Err(e.into())));
+        }
+        let mut polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() {
+            if let Some((_, _, driver)) = self.give_back.as_mut() {
+                // The connection reads more of the body into `inner` (or ends, and `inner`
+                // then says how).
+                let _ = driver.poll(cx);
+                polled = Pin::new(&mut self.inner).poll_frame(cx);
+            }
+        }
         match polled {
             Poll::Ready(None) => {
                 self.release(cx);
@@ -554,7 +578,7 @@ impl hyper::body::Body for UpstreamBody {
             Poll::Ready(Some(Err(e))) => {
                 // The upstream broke off mid-body: the connection is not reusable, and the
                 // client's is closed (a complete-looking response would be a lie).
-                let upstream = self.give_back.take().map(|(u, _)| u.address.to_string());
+                let upstream = self.give_back.take().map(|(u, ..)| u.address.to_string());
                 tracing::warn!(
                     app = %self.app,
                     upstream = upstream.as_deref().unwrap_or(""),
@@ -563,7 +587,12 @@ impl hyper::body::Body for UpstreamBody {
                     self.bytes,
                     error_chain(&e)
                 );
-                Poll::Ready(Some(Err(e.into())))
+                // The error often comes in the same turn as the bytes before it (one read had
+                // them and the close): held back for one turn, so that hyper writes out the head
+                // and those bytes before the error makes it cut the client's connection.
+                self.broke_off = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
             other => other.map(|f| f.map(|r| r.map_err(Into::into))),
         }
@@ -582,8 +611,9 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // A body with nothing in it (HEAD, 204, 304) may never be polled.
         if hyper::body::Body::is_end_stream(&self.inner) {
-            if let Some((upstream, sender)) = self.give_back.take() {
-                upstream.give_back(sender, &mut Context::from_waker(std::task::Waker::noop()));
+            if let Some((upstream, sender, driver)) = self.give_back.take() {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                upstream.give_back(sender, driver, &mut cx);
             }
         }
     }

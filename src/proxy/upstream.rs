@@ -6,12 +6,23 @@
 //! request back untouched and it can go to another upstream (a POST body included), and a pooled
 //! connection found closed hands the request back too. hyper-util's client consumes the request
 //! on every error.
+//!
+//! A connection is run by the request that uses it, not by a task of its own: hyper's connection
+//! future ([`Driver`]) is polled together with the request's response (and then by the response
+//! body), so the request is written upstream in the same turn that read it from the client, and
+//! the response is read in the turn the upstream's answer wakes, with no hop through another
+//! task each way. An idle connection in the pool is polled by nobody; an upstream's close is seen
+//! when the connection is next taken (one poll, no system call unless the socket became readable)
+//! or swept.
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::client::conn::http1;
@@ -117,7 +128,60 @@ pub struct Upstream {
 
 struct Idle {
     sender: http1::SendRequest<Body>,
+    driver: Driver,
     since: Instant,
+}
+
+/// One upstream connection's I/O: hyper's connection future, which writes the requests its
+/// `SendRequest` hands over and reads the responses whenever it is polled (see the module docs).
+pub struct Driver(Option<Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>>);
+
+impl Driver {
+    /// Runs the connection as far as it can go now. Ready once it has ended: closed by either
+    /// side, failed, or handed over to a protocol switch; it stays ended.
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(conn) = self.0.as_mut() else {
+            return Poll::Ready(());
+        };
+        let Poll::Ready(result) = conn.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        if let Err(e) = result {
+            tracing::trace!("upstream connection ended: {e}");
+        }
+        self.0 = None;
+        Poll::Ready(())
+    }
+
+    /// Polls an idle connection once with no task to wake: false when it has ended (the
+    /// upstream closed it).
+    fn is_open(&mut self) -> bool {
+        self.poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+    }
+
+    /// Waits for `response` (of a request just handed to this connection's `SendRequest`) while
+    /// running the connection, which sends the request and reads the response.
+    pub async fn until<F: Future>(&mut self, response: F) -> F::Output {
+        let mut response = std::pin::pin!(response);
+        std::future::poll_fn(|cx| {
+            let _ = self.poll(cx);
+            response.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Lets the connection run on in a task of its own: after a protocol switch, whose tunnel
+    /// takes the connection's I/O once hyper hands it over.
+    pub fn spawn(self) {
+        if let Some(conn) = self.0 {
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::trace!("upstream connection ended: {e}");
+                }
+            });
+        }
+    }
 }
 
 impl fmt::Debug for Upstream {
@@ -132,6 +196,7 @@ impl fmt::Debug for Upstream {
 /// A connection ready for one request, and whether (and how long) it sat in the pool.
 pub struct Connection {
     pub sender: http1::SendRequest<Body>,
+    pub driver: Driver,
     /// How long it was idle in the pool; `None` for a new connection.
     pub idle_for: Option<Duration>,
 }
@@ -173,11 +238,11 @@ impl Upstream {
     }
 
     /// A new connection, never from the pool.
-    pub async fn connect(&self) -> Result<http1::SendRequest<Body>, ConnectError> {
+    pub async fn connect(&self) -> Result<(http1::SendRequest<Body>, Driver), ConnectError> {
         match self.open().await {
-            Ok(sender) => {
+            Ok(conn) => {
                 self.mark_alive();
-                Ok(sender)
+                Ok(conn)
             }
             Err(source) => {
                 self.mark_dead();
@@ -189,7 +254,7 @@ impl Upstream {
         }
     }
 
-    async fn open(&self) -> std::io::Result<http1::SendRequest<Body>> {
+    async fn open(&self) -> std::io::Result<(http1::SendRequest<Body>, Driver)> {
         match &self.address {
             Address::Tcp { host, port } => {
                 let stream = connect_tcp(host, *port).await?;
@@ -204,11 +269,12 @@ impl Upstream {
     /// request being sent, to spare a clock read).
     pub fn pooled(&self, now: Instant) -> Option<Connection> {
         let mut idle = lock(&self.idle);
-        while let Some(conn) = idle.pop() {
+        while let Some(mut conn) = idle.pop() {
             let idle_for = now.saturating_duration_since(conn.since);
-            if idle_for < POOL_IDLE_TIMEOUT && conn.sender.is_ready() {
+            if idle_for < POOL_IDLE_TIMEOUT && conn.sender.is_ready() && conn.driver.is_open() {
                 return Some(Connection {
                     sender: conn.sender,
+                    driver: conn.driver,
                     idle_for: Some(idle_for),
                 });
             }
@@ -217,34 +283,54 @@ impl Upstream {
     }
 
     /// Returns a connection to the pool once hyper has finished the previous exchange on it:
-    /// at once when it already has (checked with `cx`, the caller's task), else from a task that
-    /// waits for it.
+    /// at once when it already has (run once more with `cx`, the caller's task, it finishes
+    /// the response it just read), else from a task that runs it until it has (a request body
+    /// still being sent after the response ended).
     pub fn give_back(
         self: &Arc<Self>,
         mut sender: http1::SendRequest<Body>,
-        cx: &mut std::task::Context<'_>,
+        mut driver: Driver,
+        cx: &mut Context<'_>,
     ) {
-        match sender.poll_ready(cx) {
-            std::task::Poll::Ready(Ok(())) => self.pool(sender),
-            std::task::Poll::Ready(Err(_)) => {}
-            std::task::Poll::Pending => {
+        let mut ready = sender.poll_ready(cx);
+        if ready.is_pending() {
+            if driver.poll(cx).is_ready() {
+                return;
+            }
+            ready = sender.poll_ready(cx);
+        }
+        match ready {
+            Poll::Ready(Ok(())) => self.pool(sender, driver),
+            Poll::Ready(Err(_)) => {}
+            Poll::Pending => {
                 let upstream = self.clone();
                 tokio::spawn(async move {
-                    if sender.ready().await.is_ok() {
-                        upstream.pool(sender);
+                    let ready = std::future::poll_fn(|cx| {
+                        if driver.poll(cx).is_ready() {
+                            return Poll::Ready(false);
+                        }
+                        sender.poll_ready(cx).map(|r| r.is_ok())
+                    })
+                    .await;
+                    if ready {
+                        upstream.pool(sender, driver);
                     }
                 });
             }
         }
     }
 
-    fn pool(self: &Arc<Self>, sender: http1::SendRequest<Body>) {
+    fn pool(self: &Arc<Self>, sender: http1::SendRequest<Body>, driver: Driver) {
         let now = Instant::now();
         let mut idle = lock(&self.idle);
         // Expired and closed connections are dropped by the sweep (`sweep_later`), and skipped
         // by `pooled` until then.
         if idle.len() < POOL_MAX_IDLE {
-            idle.push(Idle { sender, since: now });
+            idle.push(Idle {
+                sender,
+                driver,
+                since: now,
+            });
         }
         drop(idle);
         self.sweep_later();
@@ -270,8 +356,8 @@ impl Upstream {
                     };
                     let now = Instant::now();
                     let mut idle = lock(&upstream.idle);
-                    idle.retain(|c| {
-                        now.duration_since(c.since) < POOL_IDLE_TIMEOUT && !c.sender.is_closed()
+                    idle.retain_mut(|c| {
+                        now.duration_since(c.since) < POOL_IDLE_TIMEOUT && c.driver.is_open()
                     });
                     match idle.first() {
                         Some(oldest) => oldest.since + POOL_IDLE_TIMEOUT,
@@ -301,7 +387,7 @@ async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
     Err(last.unwrap_or_else(|| std::io::Error::other(format!("{host} has no address"))))
 }
 
-async fn handshake<S>(stream: S) -> std::io::Result<http1::SendRequest<Body>>
+async fn handshake<S>(stream: S) -> std::io::Result<(http1::SendRequest<Body>, Driver)>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -309,12 +395,7 @@ where
         .handshake(TokioIo::new(stream))
         .await
         .map_err(std::io::Error::other)?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::trace!("upstream connection ended: {e}");
-        }
-    });
-    Ok(sender)
+    Ok((sender, Driver(Some(Box::pin(connection.with_upgrades())))))
 }
 
 /// A request counted in flight on an upstream.
@@ -405,17 +486,17 @@ mod tests {
             Address::parse(&format!("http://{addr}")).unwrap(),
             1,
         ));
-        let mut oldest = up.connect().await.unwrap();
-        oldest.ready().await.unwrap();
-        up.pool(oldest);
+        let (mut oldest, mut driver) = up.connect().await.unwrap();
+        driver.until(oldest.ready()).await.unwrap();
+        up.pool(oldest, driver);
         tokio::time::advance(Duration::from_millis(1000)).await;
-        let mut middle = up.connect().await.unwrap();
-        middle.ready().await.unwrap();
-        up.pool(middle);
+        let (mut middle, mut driver) = up.connect().await.unwrap();
+        driver.until(middle.ready()).await.unwrap();
+        up.pool(middle, driver);
         tokio::time::advance(Duration::from_millis(600)).await;
-        let mut newest = up.connect().await.unwrap();
-        newest.ready().await.unwrap();
-        up.pool(newest);
+        let (mut newest, mut driver) = up.connect().await.unwrap();
+        driver.until(newest.ready()).await.unwrap();
+        up.pool(newest, driver);
         assert_eq!(
             lock(&up.idle).len(),
             2,
@@ -430,6 +511,37 @@ mod tests {
         drop(server.await.unwrap());
     }
 
+    /// Nobody runs an idle pooled connection: one the upstream closed meanwhile is found closed
+    /// when it is next taken (its end read then), and never handed out.
+    #[tokio::test]
+    async fn a_pooled_connection_the_upstream_closed_is_not_handed_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(Upstream::new(
+            Address::parse(&format!("http://{addr}")).unwrap(),
+            1,
+        ));
+        let (mut kept, mut driver) = up.connect().await.unwrap();
+        let (accepted_kept, _) = listener.accept().await.unwrap();
+        driver.until(kept.ready()).await.unwrap();
+        up.pool(kept, driver);
+        let (mut closed, mut driver) = up.connect().await.unwrap();
+        let (accepted_closed, _) = listener.accept().await.unwrap();
+        driver.until(closed.ready()).await.unwrap();
+        up.pool(closed, driver);
+        drop(accepted_closed);
+        // On loopback the close has reached this side when `drop` returns; a yield gives the
+        // runtime one turn of its I/O driver, which notes the socket readable.
+        tokio::task::yield_now().await;
+        let first = up.pooled(Instant::now()).expect("the open connection");
+        assert!(first.sender.is_ready());
+        assert!(
+            up.pooled(Instant::now()).is_none(),
+            "the closed one is dropped"
+        );
+        drop(accepted_kept);
+    }
+
     /// An upstream that gets no more requests: its idle connections are closed once they
     /// expire, not kept open for as long as the upstream would (the upstream reads their end).
     #[tokio::test]
@@ -441,10 +553,10 @@ mod tests {
             Address::parse(&format!("http://{addr}")).unwrap(),
             1,
         ));
-        let mut conn = up.connect().await.unwrap();
+        let (mut conn, mut driver) = up.connect().await.unwrap();
         let (mut accepted, _) = listener.accept().await.unwrap();
-        conn.ready().await.unwrap();
-        up.pool(conn);
+        driver.until(conn.ready()).await.unwrap();
+        up.pool(conn, driver);
         assert_eq!(lock(&up.idle).len(), 1);
         let mut buf = [0u8; 16];
         let read = tokio::time::timeout(POOL_IDLE_TIMEOUT * 4, accepted.read(&mut buf))
