@@ -173,13 +173,9 @@ impl Driver {
 
     /// Lets the connection run on in a task of its own: after a protocol switch, whose tunnel
     /// takes the connection's I/O once hyper hands it over.
-    pub fn spawn(self) {
-        if let Some(conn) = self.0 {
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::trace!("upstream connection ended: {e}");
-                }
-            });
+    pub fn spawn(mut self) {
+        if self.0.is_some() {
+            tokio::spawn(async move { std::future::poll_fn(|cx| self.poll(cx)).await });
         }
     }
 }
@@ -415,6 +411,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    /// An upstream at `addr`, weight 1.
+    fn upstream_at(addr: SocketAddr) -> Arc<Upstream> {
+        Arc::new(Upstream::new(
+            Address::parse(&format!("http://{addr}")).unwrap(),
+            1,
+        ))
+    }
+
+    /// Opens a new connection to `up`, runs it until it is ready for a request, and pools it.
+    async fn pool_new_connection(up: &Arc<Upstream>) {
+        let (mut sender, mut driver) = up.connect().await.unwrap();
+        driver.until(sender.ready()).await.unwrap();
+        up.pool(sender, driver);
+    }
+
     #[test]
     fn addresses() {
         assert_eq!(
@@ -482,21 +493,12 @@ mod tests {
             }
             held
         });
-        let up = Arc::new(Upstream::new(
-            Address::parse(&format!("http://{addr}")).unwrap(),
-            1,
-        ));
-        let (mut oldest, mut driver) = up.connect().await.unwrap();
-        driver.until(oldest.ready()).await.unwrap();
-        up.pool(oldest, driver);
+        let up = upstream_at(addr);
+        pool_new_connection(&up).await; // the oldest
         tokio::time::advance(Duration::from_millis(1000)).await;
-        let (mut middle, mut driver) = up.connect().await.unwrap();
-        driver.until(middle.ready()).await.unwrap();
-        up.pool(middle, driver);
+        pool_new_connection(&up).await;
         tokio::time::advance(Duration::from_millis(600)).await;
-        let (mut newest, mut driver) = up.connect().await.unwrap();
-        driver.until(newest.ready()).await.unwrap();
-        up.pool(newest, driver);
+        pool_new_connection(&up).await; // the newest
         assert_eq!(
             lock(&up.idle).len(),
             2,
@@ -517,18 +519,11 @@ mod tests {
     async fn a_pooled_connection_the_upstream_closed_is_not_handed_out() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let up = Arc::new(Upstream::new(
-            Address::parse(&format!("http://{addr}")).unwrap(),
-            1,
-        ));
-        let (mut kept, mut driver) = up.connect().await.unwrap();
+        let up = upstream_at(addr);
+        pool_new_connection(&up).await;
         let (accepted_kept, _) = listener.accept().await.unwrap();
-        driver.until(kept.ready()).await.unwrap();
-        up.pool(kept, driver);
-        let (mut closed, mut driver) = up.connect().await.unwrap();
+        pool_new_connection(&up).await;
         let (accepted_closed, _) = listener.accept().await.unwrap();
-        driver.until(closed.ready()).await.unwrap();
-        up.pool(closed, driver);
         drop(accepted_closed);
         // On loopback the close has reached this side when `drop` returns; a yield gives the
         // runtime one turn of its I/O driver, which notes the socket readable.
@@ -549,14 +544,9 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let up = Arc::new(Upstream::new(
-            Address::parse(&format!("http://{addr}")).unwrap(),
-            1,
-        ));
-        let (mut conn, mut driver) = up.connect().await.unwrap();
+        let up = upstream_at(addr);
+        pool_new_connection(&up).await;
         let (mut accepted, _) = listener.accept().await.unwrap();
-        driver.until(conn.ready()).await.unwrap();
-        up.pool(conn, driver);
         assert_eq!(lock(&up.idle).len(), 1);
         let mut buf = [0u8; 16];
         let read = tokio::time::timeout(POOL_IDLE_TIMEOUT * 4, accepted.read(&mut buf))
