@@ -16,9 +16,13 @@
 //! renamed, deleted, chmod-ed, or a symlink in its place) closes it and opens the path anew, as
 //! above. A request never sees other content than a fresh open would give it, and a file that
 //! was never opened beneath the root is never served; what is saved is the open and close of
-//! every request (3.3 µs → 1.5 µs per 1 KiB file, measured in C on this machine's kernel). A
-//! kept file that is deleted holds its disk space until its path is next requested, the root
-//! closes it for newer files, or the launcher exits.
+//! every request (3.3 µs → 1.5 µs per 1 KiB file, measured in C on this machine's kernel).
+//!
+//! A kept file nobody asks for is closed within a minute of its last request (a sweep every
+//! 30 s closes those not asked for since the one before; it runs only while files are kept), so
+//! a file deleted or replaced on disk does not hold its space for longer than that. It is
+//! closed at once when its path is next requested, when the root closes it for newer files, or
+//! when the launcher exits.
 //!
 //! Files are opened and read on the serving thread itself, not handed to tokio's blocking pool:
 //! served files are local and usually in the page cache, where a read takes a few microseconds,
@@ -37,7 +41,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -72,6 +76,8 @@ impl Clone for Beneath {
 
 #[derive(Debug)]
 struct Root {
+    /// Itself, for the sweep of kept files (which ends when the root is dropped).
+    me: Weak<Root>,
     /// Canonical path; `ServeDir` asks for paths below it.
     path: PathBuf,
     fd: OwnedFd,
@@ -88,10 +94,12 @@ impl Beneath {
             .read(true)
             .custom_flags(nix::libc::O_PATH | nix::libc::O_DIRECTORY)
             .open(root)?;
+        let fd = OwnedFd::from(dir);
         Ok(Beneath {
-            root: Arc::new(Root {
+            root: Arc::new_cyclic(|me| Root {
+                me: me.clone(),
                 path: root.to_path_buf(),
-                fd: dir.into(),
+                fd,
                 confined,
                 kept: Mutex::default(),
             }),
@@ -190,8 +198,14 @@ impl Metadata for FileInfo {
 #[derive(Debug, Default)]
 struct KeptFiles {
     files: HashMap<PathBuf, Kept>,
-    /// Counts uses, to push out the least recently used file when full.
+    /// Counts uses, to push out the least recently used file when full, and to tell which files
+    /// were asked for since the last sweep.
     clock: u64,
+    /// `clock` at the last sweep (or when the sweeping started): files used at or before it
+    /// have not been asked for since.
+    swept_at: u64,
+    /// A sweep is due (see [`SWEEP_EVERY`]); false while no file is kept.
+    sweeping: bool,
 }
 
 #[derive(Debug)]
@@ -203,6 +217,10 @@ struct Kept {
 
 /// Files kept open per static root: a site's most requested files.
 const KEEP_PER_ROOT: usize = 64;
+
+/// How often a root with kept files closes those not asked for since its last sweep: a file is
+/// closed between one and two of these after its last request.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// Files kept open in the whole process: an eighth of the open-files limit, at most 1024, so
 /// kept files never take the descriptors connections need.
@@ -346,6 +364,41 @@ impl Root {
                 used,
             },
         );
+        if !kept.sweeping {
+            self.start_sweeping(&mut kept);
+        }
+    }
+
+    /// Starts the sweep of this root's kept files (see [`SWEEP_EVERY`]). Without a runtime
+    /// (unit tests) kept files are closed only for newer ones, or with the root.
+    fn start_sweeping(&self, kept: &mut KeptFiles) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        kept.sweeping = true;
+        kept.swept_at = kept.clock;
+        let root = self.me.clone();
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                let Some(root) = root.upgrade() else { return };
+                if !root.sweep() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Closes the kept files not asked for since the last sweep (a request reading one keeps
+    /// its descriptor until it is done). False when no file is left kept: the sweeping stops,
+    /// and the next kept file starts it again.
+    fn sweep(&self) -> bool {
+        let mut kept = self.kept();
+        let since = kept.swept_at;
+        kept.files.retain(|_, k| k.used > since);
+        kept.swept_at = kept.clock;
+        kept.sweeping = !kept.files.is_empty();
+        kept.sweeping
     }
 
     /// Opens `path`; true when it was opened by that path itself (not through the canonical
@@ -625,6 +678,41 @@ mod tests {
         assert!(Pin::new(&mut two)
             .start_seek(io::SeekFrom::Current(-10))
             .is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kept_files_not_asked_for_are_closed_within_a_minute() {
+        use tokio::time::sleep;
+        let (_dir, root) = site();
+        let backend = Beneath::new(&root, true).unwrap();
+        let a = root.join("a.txt");
+        let b = root.join("b.txt");
+        std::fs::write(&b, "b\n").unwrap();
+        let watch = |file: Arc<StdFile>| Arc::downgrade(&file);
+        // 0 s: both opened and kept; the sweeps come at 30 s, 60 s, ...
+        let a_file = watch(opened(&backend, &a).unwrap().0);
+        let b_file = watch(opened(&backend, &b).unwrap().0);
+        assert!(backend.root.kept().sweeping);
+        sleep(Duration::from_secs(25)).await;
+        opened(&backend, &b).unwrap();
+        // 35 s: a, not asked for since it was opened, is closed; b, asked for at 25 s, is kept.
+        sleep(Duration::from_secs(10)).await;
+        assert!(a_file.upgrade().is_none(), "a.txt's descriptor is closed");
+        assert!(b_file.upgrade().is_some(), "b.txt is still kept");
+        assert!(!backend.root.kept().files.contains_key(&a));
+        // 65 s: b, last asked for at 25 s, is closed too, and with nothing kept the sweep stops.
+        sleep(Duration::from_secs(30)).await;
+        assert!(b_file.upgrade().is_none(), "b.txt's descriptor is closed");
+        {
+            let kept = backend.root.kept();
+            assert!(kept.files.is_empty() && !kept.sweeping);
+        }
+        // The next kept file starts it again.
+        let a_again = watch(opened(&backend, &a).unwrap().0);
+        assert!(backend.root.kept().sweeping);
+        sleep(Duration::from_secs(61)).await;
+        assert!(a_again.upgrade().is_none());
+        assert!(backend.root.kept().files.is_empty());
     }
 
     #[test]
