@@ -204,7 +204,7 @@ struct KeptFiles {
     /// `clock` at the last sweep (or when the sweeping started): files used at or before it
     /// have not been asked for since.
     swept_at: u64,
-    /// A sweep is due (see [`SWEEP_EVERY`]); false while no file is kept.
+    /// The sweep task runs (see [`SWEEP_EVERY`]); false once it found no file left to keep.
     sweeping: bool,
 }
 
