@@ -35,6 +35,7 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod shutdown;
+pub mod socket_write;
 pub mod timer;
 pub mod tls;
 

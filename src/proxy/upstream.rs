@@ -31,6 +31,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
 use crate::handlers::Body;
+use crate::socket_write::SocketWriter;
 
 /// Idle pooled connections are closed after this: below the keep-alive timeout of common app
 /// servers (gunicorn 2 s, node 5 s), so ondemand rarely reuses a connection the upstream is
@@ -255,9 +256,9 @@ impl Upstream {
             Address::Tcp { host, port } => {
                 let stream = connect_tcp(host, *port).await?;
                 let _ = stream.set_nodelay(true);
-                handshake(stream).await
+                handshake(SocketWriter(stream)).await
             }
-            Address::Unix(path) => handshake(UnixStream::connect(path).await?).await,
+            Address::Unix(path) => handshake(SocketWriter(UnixStream::connect(path).await?)).await,
         }
     }
 

@@ -2,6 +2,7 @@
 //! on the same socket, or on a socket that speaks TLS, HTTP/1.1 and HTTP/2 after the handshake
 //! (by ALPN); with the connection limit, the head deadlines and a graceful close on shutdown.
 
+use crate::socket_write::SocketWriter;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -92,10 +93,10 @@ pub async fn accept_loop(
         match accepted {
             Ok(Accepted::Tcp(stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                spawn_connection(stream, Some(peer), &socket, tls, permit, &ctx);
+                spawn_connection(SocketWriter(stream), Some(peer), &socket, tls, permit, &ctx);
             }
             Ok(Accepted::Unix(stream)) => {
-                spawn_connection(stream, None, &socket, tls, permit, &ctx)
+                spawn_connection(SocketWriter(stream), None, &socket, tls, permit, &ctx)
             }
             Err(e) => {
                 // EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: log, back off, carry on.
