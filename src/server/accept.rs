@@ -2,7 +2,6 @@
 //! on the same socket, or on a socket that speaks TLS, HTTP/1.1 and HTTP/2 after the handshake
 //! (by ALPN); with the connection limit, the head deadlines and a graceful close on shutdown.
 
-use crate::socket_write::SocketWriter;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -24,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use super::io::{ConnState, DeadlineIo, Deadlines};
 use super::proxy_protocol::{self, Client, Refused, Rewind};
 use super::{request, Shared};
+use crate::socket_write::SocketWriter;
 
 /// A listener registered with the runtime.
 pub enum AsyncListener {
