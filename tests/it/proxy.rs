@@ -13,7 +13,10 @@ use sha2::{Digest, Sha256};
 
 use crate::support::server::Ondemand;
 use crate::support::upstream::{app_path, TestUpstream, PYTHON};
-use crate::support::{free_port, raw_request, read_response, tempdir, wait_for_port, Response};
+use crate::support::{
+    client_connected_to, free_port, raw_request, read_response, tempdir, wait_for_port, wait_until,
+    ChildGuard, Response,
+};
 
 fn proxy_app(name: &str, path: &str, upstream: &str, extra: &str) -> String {
     format!(
@@ -389,14 +392,14 @@ fn vm_kib(pid: u32, field: &str) -> u64 {
 #[test]
 fn websockets_pass_through_and_hold_off_idle_exit() {
     let up = TestUpstream::tcp("one");
-    let mut od = Ondemand::start(&format!(
-        "[server]\nidle_timeout = \"1s\"\n\n{}",
-        proxy_app("api", "/", &quoted(&up.address), "")
-    ));
-    let started = Instant::now();
+    // The socket is the test's, as it is the supervisor's in production: the client connects first
+    // and ondemand starts only then, so a slow Python start-up cannot outlast idle_timeout = 1s
+    // before the first connection (it did once in CI: the launcher had exited, connection refused).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
     let ws = Command::new(PYTHON)
         .arg(app_path("ws_client.py"))
-        .arg(format!("ws://127.0.0.1:{}/ws", od.port))
+        .arg(format!("ws://127.0.0.1:{port}/ws"))
         .args([
             "--messages",
             "20",
@@ -405,8 +408,25 @@ fn websockets_pass_through_and_hold_off_idle_exit() {
             "--hold",
             "3",
         ])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let ws = ChildGuard::new(ws);
+    wait_until(
+        "the WebSocket client to connect",
+        Duration::from_secs(30),
+        || client_connected_to(port),
+    );
+    let mut od = Ondemand::start_on(
+        &listener,
+        &format!(
+            "[server]\nidle_timeout = \"1s\"\n\n{}",
+            proxy_app("api", "/", &quoted(&up.address), "")
+        ),
+    );
+    let started = Instant::now();
+    let ws = ws.into_inner().wait_with_output().unwrap();
     assert!(
         ws.status.success(),
         "{}{}",

@@ -48,6 +48,21 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
     });
 }
 
+/// Whether some client holds an established TCP connection to 127.0.0.1:`port` (seen on the
+/// client's side in /proc/net/tcp). The kernel completes a connection to a listening socket even
+/// while nobody accepts it, so this tells that a client's connection waits in the backlog.
+pub fn client_connected_to(port: u16) -> bool {
+    let remote = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"01")
+        })
+}
+
 /// A temporary directory removed when dropped.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -76,6 +91,10 @@ impl ChildGuard {
     }
     pub fn child(&mut self) -> &mut Child {
         self.0.as_mut().expect("child")
+    }
+    /// The child itself, no longer guarded (for `wait_with_output`, which takes it by value).
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("child")
     }
     /// Waits up to `timeout` for the process to exit by itself; None if it is still running.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
