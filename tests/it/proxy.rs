@@ -412,11 +412,20 @@ fn websockets_pass_through_and_hold_off_idle_exit() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let ws = ChildGuard::new(ws);
+    let mut ws = ChildGuard::new(ws);
     wait_until(
         "the WebSocket client to connect",
         Duration::from_secs(30),
-        || client_connected_to(port),
+        || {
+            if let Ok(Some(status)) = ws.child().try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = ws.child().stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("the WebSocket client exited before connecting ({status}): {err}");
+            }
+            client_connected_to(port)
+        },
     );
     let mut od = Ondemand::start_on(
         &listener,
