@@ -48,19 +48,31 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
     });
 }
 
-/// Whether some client holds an established TCP connection to 127.0.0.1:`port` (seen on the
-/// client's side in /proc/net/tcp). The kernel completes a connection to a listening socket even
-/// while nobody accepts it, so this tells that a client's connection waits in the backlog.
-pub fn client_connected_to(port: u16) -> bool {
-    let remote = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/tcp")
+/// Whether a row of a socket table in /proc/net/tcp format (`table`) satisfies
+/// `row(local, remote, state)`: addresses as the kernel prints them ("0100007F:1F90" is
+/// 127.0.0.1:8080), the state in hex ("01" established, "0A" listening). A missing table has no rows.
+pub fn socket_table_has(table: &Path, row: impl Fn(&str, &str, &str) -> bool) -> bool {
+    std::fs::read_to_string(table)
         .unwrap_or_default()
         .lines()
         .skip(1)
         .any(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"01")
+            let mut cols = line.split_whitespace().skip(1);
+            match (cols.next(), cols.next(), cols.next()) {
+                (Some(local), Some(remote), Some(state)) => row(local, remote, state),
+                _ => false,
+            }
         })
+}
+
+/// Whether some client holds an established TCP connection to 127.0.0.1:`port` (seen on the
+/// client's side). The kernel completes a connection to a listening socket even while nobody
+/// accepts it, so this tells that a client's connection waits in the backlog.
+pub fn client_connected_to(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    socket_table_has(Path::new("/proc/net/tcp"), |_, remote, state| {
+        remote == want && state == "01"
+    })
 }
 
 /// A temporary directory removed when dropped.

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{bin, free_port, tempdir, write_file};
+use super::{bin, free_port, socket_table_has, tempdir, write_file};
 
 /// The service name the harness gives xinetd (it appears in every svc.log line).
 pub const SERVICE: &str = "ondemand-test";
@@ -490,15 +490,9 @@ fn is_listening(port: u16, pid: i32) -> bool {
     let want = format!(":{port:04X}");
     ["tcp", "tcp6"].iter().any(|table| {
         let table = format!("/proc/{pid}/net/{table}");
-        read_or_empty(Path::new(&table))
-            .lines()
-            .skip(1)
-            .any(|line| {
-                let mut cols = line.split_whitespace();
-                let local = cols.nth(1).unwrap_or("");
-                let state = cols.nth(1).unwrap_or("");
-                local.ends_with(&want) && state == "0A"
-            })
+        socket_table_has(Path::new(&table), |local, _, state| {
+            local.ends_with(&want) && state == "0A"
+        })
     })
 }
 
