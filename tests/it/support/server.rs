@@ -22,7 +22,8 @@ pub struct Ondemand {
 
 impl Ondemand {
     /// Starts `ondemand serve --listen 127.0.0.1:PORT` with `config` (TOML without `log`; the log
-    /// goes to a file in the test's directory) and waits until the port accepts.
+    /// goes to a file in the test's directory) and waits until it logs that it is ready: the port
+    /// accepts before that, but the control socket is opened after the accept loops start.
     pub fn start(config: &str) -> Ondemand {
         Ondemand::start_with_args(config, &[])
     }
@@ -49,6 +50,7 @@ impl Ondemand {
             dir,
         };
         wait_for_port(port, Duration::from_secs(10));
+        od.wait_ready();
         od
     }
 
@@ -104,7 +106,7 @@ impl Ondemand {
             log,
             dir,
         };
-        od.wait_log("ready", Duration::from_secs(10));
+        od.wait_ready();
         od
     }
 
@@ -114,6 +116,12 @@ impl Ondemand {
     }
 
     /// Waits until the log contains `needle`.
+    /// Waits for the "ready: ..." line, logged once every socket (the control socket included)
+    /// is open.
+    fn wait_ready(&self) {
+        self.wait_log("ready: ", Duration::from_secs(10));
+    }
+
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
         wait_until(&format!("{needle:?} in the log"), timeout, || {
             self.log_text().contains(needle)
